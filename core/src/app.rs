@@ -1,0 +1,139 @@
+//! The application side: anything that turns a [`Request`] into a [`Response`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::{Request, Response};
+
+/// Any error an application returns. Layers may downcast it; the server only
+/// logs it and answers 500.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What an application returns for one request.
+pub type AppResult = Result<Response, BoxError>;
+
+/// An application: called once per request, from many threads at once.
+///
+/// Every `Fn(Request) -> R` closure is one, where `R` is a [`Response`] or a
+/// `Result<Response, E>` with `E` convertible to [`BoxError`]:
+///
+/// ```
+/// use turnstile_core::{Application, Request, Response, test::TestRequest};
+///
+/// fn hello(_request: Request) -> Response {
+///     Response::new("Hello, world!\n".into())
+/// }
+///
+/// fn parse_id(request: Request) -> Result<Response, std::num::ParseIntError> {
+///     let id: u64 = request.uri().path().trim_start_matches('/').parse()?;
+///     Ok(Response::new(format!("item {id}\n").into()))
+/// }
+///
+/// assert!(hello.handle(TestRequest::get("/").build()).is_ok());
+/// assert!(parse_id.handle(TestRequest::get("/12").build()).is_ok());
+/// assert!(parse_id.handle(TestRequest::get("/twelve").build()).is_err());
+/// ```
+///
+/// The bounds are WSGI's `wsgi.multithread` and `wsgi.multiprocess` made
+/// types: `Sync` because request threads share one application, `'static`
+/// because it lives as long as the worker process.
+pub trait Application: Send + Sync + 'static {
+    /// Handles one request.
+    ///
+    /// Returning an error and panicking are both allowed outcomes: the error
+    /// layer (or, without it, the server) answers 500 and reports them.
+    fn handle(&self, request: Request) -> AppResult;
+}
+
+/// What an application closure may return.
+pub trait IntoAppResult {
+    /// Converts to the result the server expects.
+    fn into_app_result(self) -> AppResult;
+}
+
+impl IntoAppResult for Response {
+    fn into_app_result(self) -> AppResult {
+        Ok(self)
+    }
+}
+
+impl<E: Into<BoxError>> IntoAppResult for Result<Response, E> {
+    fn into_app_result(self) -> AppResult {
+        self.map_err(Into::into)
+    }
+}
+
+impl<F, R> Application for F
+where
+    F: Fn(Request) -> R + Send + Sync + 'static,
+    R: IntoAppResult,
+{
+    fn handle(&self, request: Request) -> AppResult {
+        self(request).into_app_result()
+    }
+}
+
+/// An application behind a shared pointer, for when its type must be erased
+/// (choosing layers at run time) or it must be shared between servers.
+#[derive(Clone)]
+pub struct SharedApp(Arc<dyn Application>);
+
+impl SharedApp {
+    /// Erases the type of `app`.
+    pub fn new(app: impl Application) -> Self {
+        Self(Arc::new(app))
+    }
+}
+
+impl Application for SharedApp {
+    fn handle(&self, request: Request) -> AppResult {
+        self.0.handle(request)
+    }
+}
+
+impl fmt::Debug for SharedApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedApp(..)")
+    }
+}
+
+/// One of two applications; what an optional layer produces.
+#[derive(Clone, Debug)]
+pub enum Either<L, R> {
+    /// The first kind (for `Option<Layer>`: the layer was present).
+    Left(L),
+    /// The second kind (for `Option<Layer>`: the bare inner application).
+    Right(R),
+}
+
+impl<L: Application, R: Application> Application for Either<L, R> {
+    fn handle(&self, request: Request) -> AppResult {
+        match self {
+            Either::Left(app) => app.handle(request),
+            Either::Right(app) => app.handle(request),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test::TestRequest;
+
+    #[test]
+    fn closures_returning_results_keep_their_errors() {
+        let app = |_req: Request| -> Result<Response, std::io::Error> {
+            Err(std::io::Error::other("database is down"))
+        };
+        let err = app.handle(TestRequest::get("/").build()).unwrap_err();
+        assert_eq!(err.to_string(), "database is down");
+        assert!(err.downcast_ref::<std::io::Error>().is_some());
+    }
+
+    #[test]
+    fn shared_app_forwards_calls() {
+        let app = SharedApp::new(|_req: Request| Response::new("shared".into()));
+        let clone = app.clone();
+        assert!(clone.handle(TestRequest::get("/").build()).is_ok());
+    }
+}

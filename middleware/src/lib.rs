@@ -1,0 +1,14 @@
+//! Turnstile's layers: each module is one [`Layer`](turnstile_core::Layer)
+//! with its configuration type and the application it wraps around yours.
+//!
+//! Layers never touch sockets, threads or processes: they see a
+//! [`Request`](turnstile_core::Request) going in and a
+//! [`Response`](turnstile_core::Response) coming out, plus the completion
+//! hook that tells them when the last byte left the server. That is what lets
+//! each one be unit-tested with [`turnstile_core::test`] and used under any
+//! server.
+//!
+//! The layers arrive one issue at a time; the book's chapter list shows the
+//! plan.
+
+#![forbid(unsafe_code)]

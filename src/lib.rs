@@ -1,0 +1,20 @@
+//! Turnstile: a small, synchronous, pre-forking HTTP/1.1 server for Rust
+//! applications, with the observability a production service needs built in
+//! as layers.
+//!
+//! This crate gathers the three parts under one name:
+//!
+//! * the gateway interface ([`turnstile_core`], re-exported at the root):
+//!   [`Request`], [`Response`], [`Application`], [`Layer`], [`Stack`];
+//! * [`middleware`]: the layers;
+//! * [`server`]: the HTTP/1.1 engine, worker threads and the arbiter.
+//!
+//! It also holds the applications the `turnstile` binary serves ([`apps`]).
+
+#![forbid(unsafe_code)]
+
+pub mod apps;
+
+pub use turnstile_core::*;
+pub use turnstile_middleware as middleware;
+pub use turnstile_server as server;

@@ -1,0 +1,5 @@
+//! End-to-end tests of the `turnstile` package: real processes, and (with
+//! the engine) real sockets. One binary, one module per area.
+
+/// The `turnstile` binary, run as a user runs it.
+mod binary;
