@@ -52,6 +52,7 @@
 use crate::Application;
 use crate::app::Either;
 
+// ANCHOR: trait
 /// Wraps an application `A` in another application.
 ///
 /// Implement it on a small configuration type (`FooLayer`) whose
@@ -64,6 +65,7 @@ pub trait Layer<A> {
     /// Wraps `inner`.
     fn layer(&self, inner: A) -> Self::Application;
 }
+// ANCHOR_END: trait
 
 /// The layer that does nothing: `Stack::new()` starts from it.
 #[derive(Clone, Copy, Debug, Default)]

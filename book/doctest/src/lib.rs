@@ -18,3 +18,7 @@ pub mod tidy;
 pub mod chapters {
     include!(concat!(env!("OUT_DIR"), "/chapters.rs"));
 }
+
+/// The README's code blocks, tested like the chapters'.
+#[doc = include_str!("../../../README.md")]
+pub mod readme {}

@@ -167,6 +167,11 @@ fn check_include(folder: &Path, include: &Include) -> Option<String> {
                 include.path
             ))
         }
+        // mdBook strips anchor comments only from anchored includes.
+        None if source.contains("ANCHOR:") => Some(format!(
+            "includes all of {}, whose ANCHOR comments would show: wrap the file in an anchor",
+            include.path
+        )),
         _ => None,
     }
 }
@@ -292,7 +297,7 @@ mod tests {
         )
         .write(
             "book/src/intro.md",
-            "{{#include ../../code.rs:missing}}\n{{#include nowhere.rs}}\n",
+            "{{#include ../../code.rs:missing}}\n{{#include nowhere.rs}}\n{{#include ../../code.rs}}\n",
         )
         .write("book/src/orphan.md", "# Orphan\n")
         .write("code.rs", "// ANCHOR: main\n// ANCHOR_END: main\n")
@@ -304,6 +309,7 @@ mod tests {
             "orphan.md is not in SUMMARY.md",
             "code.rs:missing, but that file has no such ANCHOR",
             "includes nowhere.rs, which does not exist",
+            "ANCHOR comments would show",
             "`timing` has no chapter",
             "`timing` has no `# Example`",
         ];

@@ -1,3 +1,4 @@
+// ANCHOR: all
 //! "Writing a layer", step 3: measure to the last byte with a completion
 //! hook. This is the finished layer.
 
@@ -132,3 +133,4 @@ mod tests {
     }
     // ANCHOR_END: order
 }
+// ANCHOR_END: all
