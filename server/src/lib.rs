@@ -5,5 +5,8 @@
 //! forks or handles signals, and the only one allowed `unsafe` (in its
 //! fork and signal module, each use documented).
 //!
-//! The engine lands with the HTTP/1.1 issue; until then applications run
-//! in-process through [`turnstile_core::test::serve`].
+//! Built so far: [`http1`], the request-head parser and body framing, which
+//! do no I/O. The connection loop, threads and arbiter come next; until then
+//! applications run in-process through [`turnstile_core::test::serve`].
+
+pub mod http1;
