@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
-use percent_encoding::{CONTROLS, percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 
 /// Size limits on a request head, with Gunicorn's names and defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct Limits {
     pub request_line: usize,
     /// Most header fields (`--limit-request-fields`).
     pub header_fields: usize,
-    /// Longest header field line, without its CRLF
+    /// Longest header field line, counting its CRLF, as Gunicorn counts
     /// (`--limit-request-field-size`).
     pub header_field_size: usize,
 }
@@ -37,7 +37,7 @@ impl Limits {
     /// The most bytes a head within these limits can take, CRLFs included:
     /// the most a connection ever buffers before it has a head.
     pub fn max_head_len(&self) -> usize {
-        self.request_line + 2 + self.header_fields * (self.header_field_size + 2) + 2
+        self.request_line + 2 + self.header_fields * self.header_field_size + 2
     }
 }
 
@@ -190,7 +190,8 @@ fn find_head_end(input: &[u8], limits: &Limits) -> Result<Option<HeadEnd>> {
     loop {
         let rest = &input[cursor..];
         let Some(line_end) = memchr(b'\n', rest) else {
-            if rest.len() > limits.header_field_size + 1 {
+            // Even if this is the whole line, its CRLF is still to come.
+            if rest.len() >= limits.header_field_size {
                 return Err(HeadError::FieldTooLarge);
             }
             return Ok(None);
@@ -209,7 +210,7 @@ fn find_head_end(input: &[u8], limits: &Limits) -> Result<Option<HeadEnd>> {
         if matches!(line[0], b' ' | b'\t') {
             return Err(HeadError::Malformed("obsolete line folding"));
         }
-        if line.len() > limits.header_field_size {
+        if line.len() + 2 > limits.header_field_size {
             return Err(HeadError::FieldTooLarge);
         }
         fields += 1;
@@ -336,7 +337,7 @@ fn parse_target(method: &Method, raw: &[u8]) -> Result<Uri> {
         Ok(uri) => uri,
         // `http::Uri` wants ASCII; the raw target keeps the original bytes.
         Err(_) => {
-            let encoded: String = percent_encode(without_fragment, CONTROLS).collect();
+            let encoded: String = percent_encode(without_fragment, URI_UNSAFE).collect();
             Uri::try_from(encoded).map_err(|_| invalid.clone())?
         }
     };
@@ -345,6 +346,20 @@ fn parse_target(method: &Method, raw: &[u8]) -> Result<Uri> {
     }
     Ok(uri)
 }
+
+/// Bytes `http::Uri` refuses but clients send in request-targets (RFC 3986's
+/// "unwise" characters); they are percent-encoded for the `Uri` only.
+const URI_UNSAFE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 
 /// A field value with surrounding SP/HTAB trimmed; CTLs other than HTAB
 /// (NUL, DEL, a CR or LF that slipped through) are refused.
@@ -676,6 +691,9 @@ mod tests {
         assert_eq!(connect.uri.port_u16(), Some(443));
         let options = parse(b"OPTIONS * HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(options.target, "*");
+        let quoted = parse(b"GET /with_\"quotes\"?q=\"x\" HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(quoted.uri.path(), "/with_%22quotes%22");
+        assert_eq!(&quoted.target[..], &b"/with_\"quotes\"?q=\"x\""[..]);
         let fragment = parse(b"GET /a#frag HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(
             (fragment.uri.path(), &fragment.target[..]),
