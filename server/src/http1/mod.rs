@@ -8,11 +8,13 @@
 //!
 //! * [`head`]: the request line and header fields, limits, and the framing
 //!   decision ([`Framing`]).
+//! * [`write`]: response heads, with the framing the server chooses.
 //! * [`chunked`]: a decoder for `Transfer-Encoding: chunked` request bodies
 //!   that does no I/O, so it is tested on every split of its input.
 
 pub mod chunked;
 pub mod head;
+pub mod write;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
 pub use head::{Framing, HeadError, Limits, Parsed, RequestHead, parse_head};
