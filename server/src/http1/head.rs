@@ -364,13 +364,7 @@ const URI_UNSAFE: &AsciiSet = &CONTROLS
 /// A field value with surrounding SP/HTAB trimmed; CTLs other than HTAB
 /// (NUL, DEL, a CR or LF that slipped through) are refused.
 pub(crate) fn field_value(value: &[u8]) -> Result<HeaderValue> {
-    let is_ows = |b: &u8| matches!(b, b' ' | b'\t');
-    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |i| i + 1);
-    let value = &value[start..end];
+    let value = trim_ows(value);
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(HeadError::Malformed(
             "control character in a header field value",
