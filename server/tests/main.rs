@@ -2,3 +2,6 @@
 
 /// Gunicorn's request corpus, run through the HTTP/1 parser and decoders.
 mod conformance;
+
+/// The connection loop over real loopback sockets.
+mod connection;

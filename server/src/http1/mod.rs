@@ -13,6 +13,7 @@
 //!   that does no I/O, so it is tested on every split of its input.
 
 pub mod chunked;
+pub mod conn;
 pub mod head;
 pub mod write;
 

@@ -1,0 +1,552 @@
+//! One connection: read a request, call the application, write the response,
+//! and again while the connection stays open.
+//!
+//! The request body is handed to the application as a reader that pulls from
+//! this connection's buffer and socket, through the decoder its framing
+//! calls for. After the response, whatever the application left unread is
+//! drained (up to a bound) so the next request starts at its first byte.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use turnstile_core::{
+    Application, BodyRead, Completion, Content, Environ, Outcome, Request, RequestBody,
+    call_catching_panics, internal_server_error,
+};
+
+use super::chunked::ChunkedDecoder;
+use super::head::{Framing, Limits, Parsed, RequestHead, parse_head};
+use super::write::{
+    BodyFraming, CHUNK_END, DateCache, LAST_CHUNK, body_framing, chunk_start, write_head,
+};
+
+/// Settings for each connection.
+#[derive(Clone, Debug)]
+pub struct ConnConfig {
+    /// Limits on the request head.
+    pub limits: Limits,
+    /// The largest request body accepted (`--limit-request-body`); larger
+    /// ones get 413. `None` for no limit.
+    pub max_body: Option<u64>,
+    /// How long to wait for the rest of a head once it has started.
+    pub head_timeout: Duration,
+    /// How long an idle keep-alive connection is kept (`--keepalive`).
+    pub keepalive: Duration,
+    /// How much unread request body is drained after a response before the
+    /// connection is closed instead.
+    pub drain_limit: u64,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            max_body: None,
+            head_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(2),
+            drain_limit: 64 * 1024,
+        }
+    }
+}
+
+/// The bytes read from a connection and the state of the current body.
+struct Input {
+    stream: Arc<TcpStream>,
+    buf: Vec<u8>,
+    start: usize,
+    body: BodyState,
+    /// An interim `100 Continue` owed before the body is read.
+    continue_pending: bool,
+    /// Body bytes read so far, for the body limit.
+    body_read: u64,
+    max_body: Option<u64>,
+    /// Set when the body was broken: the connection cannot be reused.
+    broken: bool,
+}
+
+enum BodyState {
+    Done,
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+}
+
+impl Input {
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Reads more bytes from the socket; `Ok(0)` at end of stream.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + 16 * 1024, 0);
+        let result = (&*self.stream).read(&mut self.buf[len..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        self.buf.truncate(len + n);
+        result
+    }
+
+    fn read_body(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() || matches!(self.body, BodyState::Done) {
+            return Ok(0);
+        }
+        if self.continue_pending {
+            self.continue_pending = false;
+            (&*self.stream).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let result = self.read_body_inner(out);
+        match &result {
+            Ok(n) => {
+                self.body_read += *n as u64;
+                if self.max_body.is_some_and(|max| self.body_read > max) {
+                    self.fail();
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "request body larger than the limit",
+                    ));
+                }
+            }
+            Err(_) => self.fail(),
+        }
+        result
+    }
+
+    fn read_body_inner(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // A finished body must not read on into the next request.
+            match &self.body {
+                BodyState::Done => return Ok(0),
+                BodyState::Chunked(decoder) if decoder.is_done() => return Ok(0),
+                _ => {}
+            }
+            if self.buffered().is_empty() && self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the connection closed inside the request body",
+                ));
+            }
+            match &mut self.body {
+                BodyState::Done => return Ok(0),
+                BodyState::Length(remaining) => {
+                    let available = &self.buf[self.start..];
+                    let n = available
+                        .len()
+                        .min(out.len())
+                        .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                    out[..n].copy_from_slice(&available[..n]);
+                    *remaining -= n as u64;
+                    if *remaining == 0 {
+                        self.body = BodyState::Done;
+                    }
+                    self.consume(n);
+                    return Ok(n);
+                }
+                BodyState::Chunked(decoder) => {
+                    let step = decoder
+                        .decode(&self.buf[self.start..], out)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    let done = decoder.is_done();
+                    self.consume(step.consumed);
+                    if step.produced > 0 || done {
+                        return Ok(step.produced);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self) {
+        self.broken = true;
+        self.body = BodyState::Done;
+    }
+}
+
+fn lock(input: &Mutex<Input>) -> MutexGuard<'_, Input> {
+    input
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The application's view of the request body: a reader over the
+/// connection's input.
+struct BodyReader {
+    input: Arc<Mutex<Input>>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut input = lock(&self.input);
+        let n = input.read_body(out)?;
+        if let (0, BodyState::Chunked(decoder)) = (n, &mut input.body) {
+            self.trailers = Some(decoder.take_trailers());
+        }
+        Ok(n)
+    }
+}
+
+impl BodyRead for BodyReader {
+    fn trailers(&self) -> Option<&HeaderMap> {
+        self.trailers.as_ref()
+    }
+}
+
+/// Serves requests on `stream` until it closes, the client asks to close, or
+/// an error makes the connection unusable. `environ` carries the facts
+/// shared by every request on it (addresses, worker).
+pub fn serve_connection<A: Application + ?Sized>(
+    app: &A,
+    stream: TcpStream,
+    environ: &Environ,
+    config: &ConnConfig,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let stream = Arc::new(stream);
+    let input = Arc::new(Mutex::new(Input {
+        stream: stream.clone(),
+        buf: Vec::with_capacity(8 * 1024),
+        start: 0,
+        body: BodyState::Done,
+        continue_pending: false,
+        body_read: 0,
+        max_body: config.max_body,
+        broken: false,
+    }));
+    let mut dates = DateCache::default();
+    let mut out = Vec::with_capacity(8 * 1024);
+    loop {
+        let Some(head) = read_head(&input, &stream, config, &mut dates)? else {
+            return Ok(());
+        };
+        let keep_alive = serve_request(
+            app, *head, &input, &stream, environ, config, &mut dates, &mut out,
+        )?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads the next request head, answering refusals itself. `None` when the
+/// connection is finished.
+fn read_head(
+    input: &Mutex<Input>,
+    stream: &TcpStream,
+    config: &ConnConfig,
+    dates: &mut DateCache,
+) -> io::Result<Option<Box<RequestHead>>> {
+    let mut input = lock(input);
+    loop {
+        let waiting_for_first_byte = input.buffered().is_empty();
+        match parse_head(input.buffered(), &config.limits) {
+            Ok(Parsed::Complete { head, len }) => {
+                input.consume(len);
+                return Ok(Some(head));
+            }
+            Ok(Parsed::Partial) => {
+                let timeout = if waiting_for_first_byte {
+                    config.keepalive
+                } else {
+                    config.head_timeout
+                };
+                stream.set_read_timeout(Some(timeout))?;
+                match input.fill() {
+                    Ok(0) => return Ok(None),
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                refuse(stream, error.status(), &reason, dates)?;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Writes a short plain-text refusal and marks the connection for closing.
+fn refuse(
+    mut stream: &TcpStream,
+    status: StatusCode,
+    reason: &str,
+    dates: &mut DateCache,
+) -> io::Result<()> {
+    let body = format!(
+        "{} {}: {reason}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    let mut out = Vec::with_capacity(256);
+    write_head(
+        &mut out,
+        status,
+        &headers,
+        BodyFraming::Length(body.len() as u64),
+        false,
+        dates.now(),
+    );
+    out.extend_from_slice(body.as_bytes());
+    stream.write_all(&out)
+}
+
+/// Serves one request whose head has been read. Returns whether the
+/// connection can carry another.
+#[allow(clippy::too_many_arguments)]
+fn serve_request<A: Application + ?Sized>(
+    app: &A,
+    head: RequestHead,
+    input: &Arc<Mutex<Input>>,
+    stream: &TcpStream,
+    environ: &Environ,
+    config: &ConnConfig,
+    dates: &mut DateCache,
+    out: &mut Vec<u8>,
+) -> io::Result<bool> {
+    if let (Framing::Length(len), Some(max)) = (head.framing, config.max_body)
+        && len > max
+    {
+        let reason = "request body larger than the limit";
+        refuse(stream, StatusCode::PAYLOAD_TOO_LARGE, reason, dates)?;
+        return Ok(false);
+    }
+    let RequestHead {
+        method,
+        target,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    } = head;
+    let body = {
+        let mut state = lock(input);
+        state.body_read = 0;
+        state.broken = false;
+        state.continue_pending = expect_continue && framing != Framing::Empty;
+        state.body = match framing {
+            Framing::Empty => BodyState::Done,
+            Framing::Length(len) => BodyState::Length(len),
+            Framing::Chunked => BodyState::Chunked(Box::default()),
+        };
+        match framing {
+            Framing::Empty => RequestBody::empty(),
+            _ => RequestBody::new(BodyReader {
+                input: Arc::clone(input),
+                trailers: None,
+            }),
+        }
+    };
+    let mut environ = environ.clone();
+    environ.raw_target = target;
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    request.extensions_mut().insert(environ);
+
+    let response = call_catching_panics(app, request).unwrap_or_else(|error| {
+        // The last resort when no error layer is present; the layer logs
+        // and reports with the request's context.
+        eprintln!("turnstile: the application failed: {error}");
+        internal_server_error()
+    });
+
+    let (parts, body) = response.into_parts();
+    let (content, hooks) = body.into_parts();
+    let (announced, sent) = body_framing(parts.status, &method, version, content_length(&content));
+    let mut keep_alive = keep_alive
+        && announced != BodyFraming::UntilClose
+        && reusable(&lock(input), config.drain_limit);
+    out.clear();
+    write_head(
+        out,
+        parts.status,
+        &parts.headers,
+        announced,
+        keep_alive,
+        dates.now(),
+    );
+    let (body_bytes, written) = write_body(stream, out, content, sent);
+    hooks.complete(&Completion {
+        status: parts.status,
+        body_bytes,
+        outcome: if written.is_ok() {
+            Outcome::Written
+        } else {
+            Outcome::Aborted
+        },
+    });
+    if written.is_err() {
+        return Ok(false);
+    }
+    if keep_alive {
+        keep_alive = lock(input).drain(config.drain_limit);
+    }
+    Ok(keep_alive)
+}
+
+/// Whether the connection can be reused once the response is sent: the body
+/// was not broken, no `100 Continue` is still owed (the client may be
+/// holding its body back), and what is left of it is small enough to drain.
+fn reusable(input: &Input, drain_limit: u64) -> bool {
+    let continue_owed = input.continue_pending && !matches!(input.body, BodyState::Done);
+    let too_much_left = matches!(input.body, BodyState::Length(left) if left > drain_limit);
+    !input.broken && !continue_owed && !too_much_left
+}
+
+impl Input {
+    /// Reads and discards the rest of the request body, up to `limit`
+    /// bytes. Returns whether the next request can be read.
+    fn drain(&mut self, limit: u64) -> bool {
+        let mut scratch = [0u8; 8192];
+        let mut drained = 0u64;
+        while !matches!(self.body, BodyState::Done) {
+            if drained > limit {
+                return false;
+            }
+            match self.read_body_inner(&mut scratch) {
+                Ok(n) => drained += n as u64,
+                Err(_) => return false,
+            }
+            if let BodyState::Chunked(decoder) = &self.body
+                && decoder.is_done()
+            {
+                self.body = BodyState::Done;
+            }
+        }
+        !self.broken
+    }
+}
+
+fn content_length(content: &Content) -> Option<u64> {
+    match content {
+        Content::Empty => Some(0),
+        Content::Bytes(bytes) => Some(bytes.len() as u64),
+        Content::Stream(_) => None,
+        Content::File { len, .. } => Some(*len),
+    }
+}
+
+/// Bodies up to this size are copied behind the head so the response goes
+/// out in one write.
+const COALESCE: usize = 16 * 1024;
+
+/// Writes the head in `out` and the body as `framing` says. Returns the body
+/// bytes written and whether the whole response went out.
+fn write_body(
+    mut stream: &TcpStream,
+    out: &mut Vec<u8>,
+    content: Content,
+    framing: BodyFraming,
+) -> (u64, io::Result<()>) {
+    if !framing.sends_body() {
+        return (0, stream.write_all(out));
+    }
+    match content {
+        Content::Empty => (0, stream.write_all(out)),
+        Content::Bytes(bytes) if bytes.len() <= COALESCE => {
+            out.extend_from_slice(&bytes);
+            (bytes.len() as u64, stream.write_all(out))
+        }
+        Content::Bytes(bytes) => {
+            let result = write_all_vectored(stream, &mut [IoSlice::new(out), IoSlice::new(&bytes)]);
+            (bytes.len() as u64, result)
+        }
+        Content::File { file, len } => {
+            if let Err(e) = stream.write_all(out) {
+                return (0, Err(e));
+            }
+            match io::copy(&mut file.take(len), &mut stream) {
+                Ok(n) if n == len => (n, Ok(())),
+                Ok(n) => (
+                    n,
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shorter than its length",
+                    )),
+                ),
+                Err(e) => (0, Err(e)),
+            }
+        }
+        Content::Stream(chunks) => {
+            let chunked = framing == BodyFraming::Chunked;
+            let mut sent = 0u64;
+            for chunk in chunks {
+                let chunk = match chunk {
+                    Ok(chunk) if chunk.is_empty() => continue,
+                    Ok(chunk) => chunk,
+                    // Close without the last chunk: the client sees the
+                    // body is incomplete.
+                    Err(e) => return (sent, Err(e)),
+                };
+                if chunked {
+                    chunk_start(out, chunk.len());
+                }
+                let result = if chunked {
+                    write_all_vectored(
+                        stream,
+                        &mut [
+                            IoSlice::new(out),
+                            IoSlice::new(&chunk),
+                            IoSlice::new(CHUNK_END),
+                        ],
+                    )
+                } else {
+                    write_all_vectored(stream, &mut [IoSlice::new(out), IoSlice::new(&chunk)])
+                };
+                out.clear();
+                if let Err(e) = result {
+                    return (sent, Err(e));
+                }
+                sent += chunk.len() as u64;
+            }
+            if chunked {
+                out.extend_from_slice(LAST_CHUNK);
+            }
+            (sent, stream.write_all(out))
+        }
+    }
+}
+
+fn write_all_vectored(mut stream: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

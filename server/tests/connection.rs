@@ -1,0 +1,281 @@
+//! Requests over real loopback sockets, served by `serve_connection`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use turnstile_core::{
+    Application, Bytes, Completion, Environ, Request, Response, ResponseBody, on_complete,
+};
+use turnstile_server::http1::conn::{ConnConfig, serve_connection};
+
+/// Serves `app` on a loopback port, one thread per connection, until the
+/// test process ends.
+fn spawn_server(app: impl Application, config: ConnConfig) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(app);
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (app, config) = (app.clone(), config.clone());
+            thread::spawn(move || {
+                let mut environ = Environ::new();
+                environ.remote_addr = stream.peer_addr().ok();
+                let _ = serve_connection(&*app, stream, &environ, &config);
+            });
+        }
+    });
+    addr
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection.
+fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Reads one response whose body is `Content-Length` delimited.
+fn read_response(stream: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "connection closed in a head"
+        );
+        bytes.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&bytes).into_owned();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+fn hello(_request: Request) -> Response {
+    Response::new("Hello, world!\n".into())
+}
+
+fn echo(request: Request) -> std::io::Result<Response> {
+    let mut body = request.into_body();
+    let mut bytes = Vec::new();
+    body.read_to_end(&mut bytes)?;
+    let mut response = Response::new(bytes.into());
+    if let Some(trailers) = body.trailers() {
+        for (name, value) in trailers {
+            let name = format!("x-trailer-{name}");
+            response.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.clone(),
+            );
+        }
+    }
+    Ok(response)
+}
+
+#[test]
+fn serves_a_request_with_date_server_and_length() {
+    let addr = spawn_server(hello, ConnConfig::default());
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let response = read_to_close(&mut stream);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("\r\ndate: "), "{response}");
+    assert!(response.contains("\r\nserver: turnstile\r\n"), "{response}");
+    assert!(
+        response.contains("\r\ncontent-length: 14\r\nconnection: close\r\n\r\nHello, world!\n"),
+        "{response}"
+    );
+}
+
+#[test]
+fn keeps_the_connection_alive_and_answers_pipelined_requests_in_order() {
+    let app = |request: Request| {
+        Response::new(format!("you asked for {}\n", request.uri().path()).into())
+    };
+    let addr = spawn_server(app, ConnConfig::default());
+    let mut stream = connect(addr);
+    stream.write_all(b"GET /one HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_response(&mut stream).ends_with("you asked for /one\n"));
+    stream
+        .write_all(b"GET /two HTTP/1.1\r\n\r\nGET /three HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut stream).ends_with("you asked for /two\n"));
+    assert!(read_response(&mut stream).ends_with("you asked for /three\n"));
+}
+
+#[test]
+fn decodes_chunked_request_bodies_with_trailers() {
+    let addr = spawn_server(echo, ConnConfig::default());
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nChecksum: 42\r\n\r\n")
+        .unwrap();
+    let response = read_response(&mut stream);
+    assert!(
+        response.contains("x-trailer-checksum: 42\r\n"),
+        "{response}"
+    );
+    assert!(response.ends_with("\r\n\r\nhello world"), "{response}");
+    // The connection is still usable afterwards.
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nok")
+        .unwrap();
+    assert!(read_response(&mut stream).ends_with("\r\n\r\nok"));
+}
+
+#[test]
+fn streams_chunked_responses_and_counts_them_to_the_last_byte() {
+    let completions: Arc<Mutex<Vec<Completion>>> = Arc::default();
+    let record = completions.clone();
+    let app = move |_request: Request| {
+        let chunks = ["one ", "two ", "three"]
+            .into_iter()
+            .map(|s| Ok(Bytes::from(s)));
+        let mut response = Response::new(ResponseBody::stream(chunks));
+        let record = record.clone();
+        on_complete(&mut response, move |done| {
+            record.lock().unwrap().push(*done)
+        });
+        response
+    };
+    let addr = spawn_server(app, ConnConfig::default());
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"GET /stream HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let response = read_to_close(&mut stream);
+    assert!(
+        response.contains("transfer-encoding: chunked\r\n"),
+        "{response}"
+    );
+    assert!(
+        response.ends_with("\r\n\r\n4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n"),
+        "{response}"
+    );
+    let completions = completions.lock().unwrap();
+    assert_eq!(completions.len(), 1);
+    assert_eq!(
+        (completions[0].body_bytes, completions[0].is_written()),
+        (13, true)
+    );
+}
+
+#[test]
+fn head_gets_the_length_but_no_body() {
+    let addr = spawn_server(hello, ConnConfig::default());
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let response = read_to_close(&mut stream);
+    assert!(
+        response.ends_with("content-length: 14\r\nconnection: close\r\n\r\n"),
+        "{response}"
+    );
+}
+
+#[test]
+fn sends_100_continue_only_when_the_body_is_read() {
+    let addr = spawn_server(echo, ConnConfig::default());
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"PUT /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"data").unwrap();
+    assert!(read_response(&mut stream).ends_with("\r\n\r\ndata"));
+}
+
+#[test]
+fn refuses_bad_requests_and_closes() {
+    let addr = spawn_server(hello, ConnConfig::default());
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            "HTTP/1.1 400 Bad Request\r\n",
+        ),
+        (
+            b"GET / HTTP/3.0\r\n\r\n",
+            "HTTP/1.1 505 HTTP Version Not Supported\r\n",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nExpect: teapot\r\n\r\n",
+            "HTTP/1.1 417 Expectation Failed\r\n",
+        ),
+    ];
+    for (request, status_line) in cases {
+        let mut stream = connect(addr);
+        stream.write_all(request).unwrap();
+        let response = read_to_close(&mut stream);
+        assert!(response.starts_with(status_line), "{response}");
+        assert!(response.contains("connection: close\r\n"), "{response}");
+    }
+}
+
+#[test]
+fn a_body_over_the_limit_gets_413() {
+    let config = ConnConfig {
+        max_body: Some(4),
+        ..ConnConfig::default()
+    };
+    let addr = spawn_server(echo, config);
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    assert!(read_to_close(&mut stream).starts_with("HTTP/1.1 413 Payload Too Large\r\n"));
+}
+
+#[test]
+fn a_panic_answers_500_and_the_connection_goes_on() {
+    let app = |request: Request| -> Response {
+        if request.uri().path() == "/panic" {
+            panic!("secret detail");
+        }
+        Response::new("fine\n".into())
+    };
+    let addr = spawn_server(app, ConnConfig::default());
+    let mut stream = connect(addr);
+    stream.write_all(b"GET /panic HTTP/1.1\r\n\r\n").unwrap();
+    let response = read_response(&mut stream);
+    assert!(
+        response.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+        "{response}"
+    );
+    assert!(!response.contains("secret"), "{response}");
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_response(&mut stream).ends_with("fine\n"));
+}
+
+#[test]
+fn http_1_0_closes_unless_asked_to_keep_alive() {
+    let addr = spawn_server(hello, ConnConfig::default());
+    let mut stream = connect(addr);
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert!(read_to_close(&mut stream).contains("connection: close\r\n"));
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    assert!(!read_response(&mut stream).contains("connection: close"));
+}
