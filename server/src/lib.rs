@@ -5,8 +5,11 @@
 //! forks or handles signals, and the only one allowed `unsafe` (in its
 //! fork and signal module, each use documented).
 //!
-//! Built so far: [`http1`], the request-head parser and body framing, which
-//! do no I/O. The connection loop, threads and arbiter come next; until then
-//! applications run in-process through [`turnstile_core::test::serve`].
+//! Built so far: [`http1`] (parsing and framing, which do no I/O, and the
+//! connection loop) and [`Server`], a pool of request threads in one process.
+//! The pre-fork arbiter comes next.
 
 pub mod http1;
+mod threads;
+
+pub use threads::{Server, ServerHandle};
