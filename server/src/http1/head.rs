@@ -169,6 +169,7 @@ struct HeadEnd {
     fields: usize,
 }
 
+// ANCHOR: head_end
 /// Walks the lines of the head, refusing bare CR or LF, obs-fold and
 /// oversized lines before `httparse` sees them.
 fn find_head_end(input: &[u8], limits: &Limits) -> Result<Option<HeadEnd>> {
@@ -219,6 +220,8 @@ fn find_head_end(input: &[u8], limits: &Limits) -> Result<Option<HeadEnd>> {
         }
     }
 }
+
+// ANCHOR_END: head_end
 
 fn strip_cr<'a>(line: &'a [u8], bare_lf: &'static str) -> Result<&'a [u8]> {
     line.strip_suffix(b"\r")
@@ -373,6 +376,7 @@ pub(crate) fn field_value(value: &[u8]) -> Result<HeaderValue> {
     HeaderValue::from_bytes(value).map_err(|_| HeadError::Malformed("invalid header field value"))
 }
 
+// ANCHOR: framing
 /// RFC 9112 §6.1–6.3 with Gunicorn's smuggling defences. Returns the framing
 /// and whether a compression coding was named (the body is then passed on
 /// still compressed, and the connection closes after the request).
@@ -442,6 +446,7 @@ fn framing(version: Version, headers: &HeaderMap) -> Result<(Framing, bool)> {
     };
     Ok((framing, false))
 }
+// ANCHOR_END: framing
 
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 closes
 /// unless told `keep-alive`.
