@@ -55,8 +55,12 @@ impl Default for ConnConfig {
 /// The bytes read from a connection and the state of the current body.
 struct Input {
     stream: Arc<TcpStream>,
+    /// Always initialised; `buf[start..end]` holds the bytes not yet used.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
+    /// The read timeout last set on the socket, to skip redundant syscalls.
+    read_timeout: Option<Duration>,
     body: BodyState,
     /// An interim `100 Continue` owed before the body is read.
     continue_pending: bool,
@@ -75,29 +79,41 @@ enum BodyState {
 
 impl Input {
     fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf[self.start..self.end]
     }
 
     fn consume(&mut self, n: usize) {
         self.start += n;
-        if self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
         }
     }
 
     /// Reads more bytes from the socket; `Ok(0)` at end of stream.
     fn fill(&mut self) -> io::Result<usize> {
-        if self.start > 0 && self.start * 2 >= self.buf.len() {
-            self.buf.drain(..self.start);
-            self.start = 0;
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                // Only a head larger than the buffer gets here, and
+                // `parse_head`'s limits bound how large that can be.
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
         }
-        let len = self.buf.len();
-        self.buf.resize(len + 16 * 1024, 0);
-        let result = (&*self.stream).read(&mut self.buf[len..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + n);
-        result
+        let n = (&*self.stream).read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.read_timeout != Some(timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
+        Ok(())
     }
 
     fn read_body(&mut self, out: &mut [u8]) -> io::Result<usize> {
@@ -142,7 +158,7 @@ impl Input {
             match &mut self.body {
                 BodyState::Done => return Ok(0),
                 BodyState::Length(remaining) => {
-                    let available = &self.buf[self.start..];
+                    let available = &self.buf[self.start..self.end];
                     let n = available
                         .len()
                         .min(out.len())
@@ -157,7 +173,7 @@ impl Input {
                 }
                 BodyState::Chunked(decoder) => {
                     let step = decoder
-                        .decode(&self.buf[self.start..], out)
+                        .decode(&self.buf[self.start..self.end], out)
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                     let done = decoder.is_done();
                     self.consume(step.consumed);
@@ -218,8 +234,10 @@ pub fn serve_connection<A: Application + ?Sized>(
     let stream = Arc::new(stream);
     let input = Arc::new(Mutex::new(Input {
         stream: stream.clone(),
-        buf: Vec::with_capacity(8 * 1024),
+        buf: vec![0; 16 * 1024],
         start: 0,
+        end: 0,
+        read_timeout: None,
         body: BodyState::Done,
         continue_pending: false,
         body_read: 0,
@@ -263,7 +281,7 @@ fn read_head(
                 } else {
                     config.head_timeout
                 };
-                stream.set_read_timeout(Some(timeout))?;
+                input.set_read_timeout(timeout)?;
                 match input.fill() {
                     Ok(0) => return Ok(None),
                     Ok(_) => {}
@@ -382,8 +400,8 @@ fn serve_request<A: Application + ?Sized>(
     });
 
     let (parts, body) = response.into_parts();
+    let (announced, sent) = body_framing(parts.status, &method, version, body.len());
     let (content, hooks) = body.into_parts();
-    let (announced, sent) = body_framing(parts.status, &method, version, content_length(&content));
     let mut keep_alive = keep_alive
         && announced != BodyFraming::UntilClose
         && reusable(&lock(input), config.drain_limit);
@@ -445,15 +463,6 @@ impl Input {
             }
         }
         !self.broken
-    }
-}
-
-fn content_length(content: &Content) -> Option<u64> {
-    match content {
-        Content::Empty => Some(0),
-        Content::Bytes(bytes) => Some(bytes.len() as u64),
-        Content::Stream(_) => None,
-        Content::File { len, .. } => Some(*len),
     }
 }
 
