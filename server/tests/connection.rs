@@ -279,3 +279,21 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
         .unwrap();
     assert!(!read_response(&mut stream).contains("connection: close"));
 }
+
+#[test]
+fn trailers_survive_reads_past_the_end_of_the_body() {
+    let app = |request: Request| -> std::io::Result<Response> {
+        let mut body = request.into_body();
+        std::io::copy(&mut body, &mut std::io::sink())?;
+        // A second read at the end must not lose what the first one found.
+        assert_eq!(body.read(&mut [0; 8])?, 0);
+        let count = body.trailers().map_or(0, http::HeaderMap::len);
+        Ok(Response::new(format!("{count} trailer(s)").into()))
+    };
+    let addr = spawn_server(app, ConnConfig::default());
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nChecksum: 42\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut stream).ends_with("\r\n\r\n1 trailer(s)"));
+}

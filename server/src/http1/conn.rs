@@ -208,7 +208,7 @@ impl Read for BodyReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let mut input = lock(&self.input);
         let n = input.read_body(out)?;
-        if let (0, BodyState::Chunked(decoder)) = (n, &mut input.body) {
+        if let (0, None, BodyState::Chunked(decoder)) = (n, &self.trailers, &mut input.body) {
             self.trailers = Some(decoder.take_trailers());
         }
         Ok(n)
