@@ -6,10 +6,12 @@
 //! fork and signal module, each use documented).
 //!
 //! Built so far: [`http1`] (parsing and framing, which do no I/O, and the
-//! connection loop) and [`Server`], a pool of request threads in one process.
+//! connection loop), the poller where connections wait between requests,
+//! and [`Server`], a pool of request threads in one process.
 //! The pre-fork arbiter comes next.
 
 pub mod http1;
+mod poller;
 mod threads;
 
 pub use threads::{Server, ServerHandle};

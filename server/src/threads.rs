@@ -1,9 +1,12 @@
-//! A fixed pool of request threads sharing one listener, and the in-process
-//! server API built on it.
+//! A fixed pool of request threads sharing one listener and one poller, and
+//! the in-process server API built on it.
 //!
-//! Each thread accepts a connection and serves it to the end. The operating
-//! system hands each new connection to one waiting thread, as Gunicorn's
-//! sync workers share their listening socket.
+//! A thread waits in the [`poller`](crate::poller) for a connection with
+//! input (or the listener with connections to accept), serves the requests
+//! that have arrived, and parks the connection again: an idle keep-alive
+//! connection or a client sending its head slowly holds no thread.
+//! A thread is held only while the application runs, or while it reads a
+//! request body or writes a response (each bounded by the I/O timeout).
 //!
 //! ```no_run
 //! use turnstile_core::{Request, Response};
@@ -16,14 +19,17 @@
 //! ```
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use turnstile_core::{Application, Environ, Worker};
 
-use crate::http1::conn::{ConnConfig, serve_connection};
+use crate::http1::conn::{ConnConfig, Connection, Next, Scratch};
+use crate::poller::{Poller, Ready};
 
 /// A server bound to a listening socket, not yet serving.
 #[derive(Debug)]
@@ -66,32 +72,42 @@ impl Server {
     }
 
     /// Starts the request threads and returns at once.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system refuses an epoll set, an eventfd or a
+    /// thread: nothing can be served then.
     pub fn spawn(self, app: impl Application) -> ServerHandle {
         let addr = self
             .listener
             .local_addr()
             .expect("a bound listener has an address");
-        let stopping = Arc::new(AtomicBool::new(false));
-        let listener = Arc::new(self.listener);
-        let app = Arc::new(app);
-        let conn = Arc::new(self.conn);
+        let poller = Poller::new(&self.listener).expect("the poller starts");
+        let shared = Arc::new(Shared {
+            worker: Worker {
+                id: 0,
+                pid: std::process::id(),
+            },
+            local_addr: addr,
+            listener: self.listener,
+            poller,
+            app,
+            config: self.conn,
+            stopping: AtomicBool::new(false),
+        });
         let threads = (0..self.threads)
             .map(|n| {
-                let (listener, app, conn, stopping) = (
-                    listener.clone(),
-                    app.clone(),
-                    conn.clone(),
-                    stopping.clone(),
-                );
+                let shared = shared.clone();
                 thread::Builder::new()
                     .name(format!("turnstile-request-{n}"))
-                    .spawn(move || accept_loop(&listener, &*app, &conn, &stopping))
+                    .spawn(move || shared.request_thread())
                     .expect("the request thread starts")
             })
             .collect();
+        let stop: Arc<dyn Stop> = shared;
         ServerHandle {
             addr,
-            stopping,
+            stop,
             threads,
         }
     }
@@ -104,42 +120,119 @@ impl Server {
     }
 }
 
-fn accept_loop<A: Application>(
-    listener: &TcpListener,
-    app: &A,
-    conn: &ConnConfig,
-    stopping: &AtomicBool,
-) {
-    let local = listener.local_addr().ok();
-    let worker = Worker {
-        id: 0,
-        pid: std::process::id(),
-    };
-    while !stopping.load(Ordering::Acquire) {
-        let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            // Too many open files, a connection reset before accept: the
-            // listener is still good.
-            Err(_) => continue,
-        };
-        if stopping.load(Ordering::Acquire) {
-            break;
+/// Connections accepted per wake-up before the listener is re-armed, so one
+/// thread does not accept a whole backlog while others wait.
+const ACCEPT_BATCH: usize = 64;
+
+/// What a thread sleeps for after `accept` fails for lack of descriptors or
+/// memory, rather than retrying at once.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What the request threads share.
+struct Shared<A> {
+    worker: Worker,
+    local_addr: SocketAddr,
+    listener: TcpListener,
+    poller: Poller,
+    app: A,
+    config: ConnConfig,
+    stopping: AtomicBool,
+}
+
+impl<A: Application> Shared<A> {
+    fn request_thread(&self) {
+        let mut scratch = Scratch::default();
+        while !self.stopping.load(Ordering::Acquire) {
+            match self.poller.wait() {
+                Ready::Listener => self.accept(),
+                Ready::Connection(connection) => self.serve(connection, &mut scratch),
+                Ready::Wake => break,
+                Ready::Nothing => {}
+            }
         }
-        let mut environ = Environ::new();
-        environ.remote_addr = Some(peer);
-        environ.client_addr = Some(peer);
-        environ.server_addr = local;
-        environ.worker = worker;
-        let _ = serve_connection(app, stream, &environ, conn);
+        // Pass the wake-up on to the next waiting thread.
+        self.poller.wake();
+    }
+
+    fn serve(&self, mut connection: Box<Connection>, scratch: &mut Scratch) {
+        match connection.serve_ready(&self.app, &self.config, scratch, &self.stopping) {
+            Next::Read { deadline } if !self.stopping.load(Ordering::Acquire) => {
+                // Failing to park (no memory for the epoll entry) drops
+                // the connection, as a close would.
+                let _ = self.poller.park(connection, deadline);
+            }
+            Next::Read { .. } | Next::Close => {}
+        }
+    }
+
+    fn accept(&self) {
+        for _ in 0..ACCEPT_BATCH {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    let mut environ = Environ::new();
+                    environ.remote_addr = Some(peer);
+                    environ.client_addr = Some(peer);
+                    environ.server_addr = Some(self.local_addr);
+                    environ.worker = self.worker;
+                    let deadline = Instant::now() + self.config.head_timeout;
+                    if let Ok(connection) = Connection::new(stream, environ, &self.config) {
+                        let _ = self.poller.admit(Box::new(connection), deadline);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if out_of_resources(&e) => {
+                    eprintln!(
+                        "turnstile: cannot accept a connection: {e}; retrying in {} ms",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    thread::sleep(ACCEPT_BACKOFF);
+                    break;
+                }
+                // A connection reset before it was accepted, or a signal:
+                // the listener is still good.
+                Err(_) => {}
+            }
+        }
+        if !self.stopping.load(Ordering::Acquire) {
+            self.poller.rearm_listener(&self.listener);
+        }
+    }
+}
+
+fn out_of_resources(error: &io::Error) -> bool {
+    matches!(
+        Errno::from_raw(error.raw_os_error().unwrap_or(0)),
+        Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+    )
+}
+
+/// The part of [`Shared`] the handle needs, without the application type.
+trait Stop: Send + Sync {
+    fn stop(&self);
+}
+
+impl<A: Application> Stop for Shared<A> {
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.poller.stop_listening(&self.listener);
+        self.poller.wake();
     }
 }
 
 /// A running server: its address, and the way to stop it.
-#[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
-    stopping: Arc<AtomicBool>,
+    stop: Arc<dyn Stop>,
     threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerHandle {
@@ -148,14 +241,11 @@ impl ServerHandle {
         self.addr
     }
 
-    /// Stops accepting, lets every thread finish the connection it is
-    /// serving, and returns when all have.
+    /// Stops accepting, lets every thread finish the request it is serving
+    /// (its response says `Connection: close`), closes the idle connections,
+    /// and returns when all threads have stopped.
     pub fn shutdown(self) {
-        self.stopping.store(true, Ordering::Release);
-        // Wake the threads blocked in accept(): each sees the flag.
-        for _ in &self.threads {
-            let _ = TcpStream::connect(self.addr);
-        }
+        self.stop.stop();
         for thread in self.threads {
             let _ = thread.join();
         }

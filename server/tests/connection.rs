@@ -1,71 +1,12 @@
-//! Requests over real loopback sockets, served by `serve_connection`.
+//! Requests over real loopback sockets, served by a real [`Server`].
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::Duration;
 
-use turnstile_core::{
-    Application, Bytes, Completion, Environ, Request, Response, ResponseBody, on_complete,
-};
-use turnstile_server::http1::conn::{ConnConfig, serve_connection};
+use turnstile_core::{Bytes, Completion, Request, Response, ResponseBody, on_complete};
+use turnstile_server::http1::conn::ConnConfig;
 
-/// Serves `app` on a loopback port, one thread per connection, until the
-/// test process ends.
-fn spawn_server(app: impl Application, config: ConnConfig) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Arc::new(app);
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (app, config) = (app.clone(), config.clone());
-            thread::spawn(move || {
-                let mut environ = Environ::new();
-                environ.remote_addr = stream.peer_addr().ok();
-                let _ = serve_connection(&*app, stream, &environ, &config);
-            });
-        }
-    });
-    addr
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-}
-
-/// Reads until the server closes the connection.
-fn read_to_close(stream: &mut TcpStream) -> String {
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Reads one response whose body is `Content-Length` delimited.
-fn read_response(stream: &mut TcpStream) -> String {
-    let mut bytes = Vec::new();
-    let mut byte = [0u8; 1];
-    while !bytes.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            stream.read(&mut byte).unwrap(),
-            1,
-            "connection closed in a head"
-        );
-        bytes.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&bytes).into_owned();
-    let length = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length: "))
-        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).unwrap();
-    head + &String::from_utf8_lossy(&body)
-}
+use crate::support::{connect, read_response, read_to_close, spawn_server};
 
 fn hello(_request: Request) -> Response {
     Response::new("Hello, world!\n".into())
@@ -90,7 +31,8 @@ fn echo(request: Request) -> std::io::Result<Response> {
 
 #[test]
 fn serves_a_request_with_date_server_and_length() {
-    let addr = spawn_server(hello, ConnConfig::default());
+    let server = spawn_server(hello, ConnConfig::default());
+    let addr = server.addr();
     let mut stream = connect(addr);
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
@@ -110,7 +52,8 @@ fn keeps_the_connection_alive_and_answers_pipelined_requests_in_order() {
     let app = |request: Request| {
         Response::new(format!("you asked for {}\n", request.uri().path()).into())
     };
-    let addr = spawn_server(app, ConnConfig::default());
+    let server = spawn_server(app, ConnConfig::default());
+    let addr = server.addr();
     let mut stream = connect(addr);
     stream.write_all(b"GET /one HTTP/1.1\r\n\r\n").unwrap();
     assert!(read_response(&mut stream).ends_with("you asked for /one\n"));
@@ -123,7 +66,8 @@ fn keeps_the_connection_alive_and_answers_pipelined_requests_in_order() {
 
 #[test]
 fn decodes_chunked_request_bodies_with_trailers() {
-    let addr = spawn_server(echo, ConnConfig::default());
+    let server = spawn_server(echo, ConnConfig::default());
+    let addr = server.addr();
     let mut stream = connect(addr);
     stream
         .write_all(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nChecksum: 42\r\n\r\n")
@@ -156,7 +100,8 @@ fn streams_chunked_responses_and_counts_them_to_the_last_byte() {
         });
         response
     };
-    let addr = spawn_server(app, ConnConfig::default());
+    let server = spawn_server(app, ConnConfig::default());
+    let addr = server.addr();
     let mut stream = connect(addr);
     stream
         .write_all(b"GET /stream HTTP/1.1\r\nConnection: close\r\n\r\n")
@@ -180,7 +125,8 @@ fn streams_chunked_responses_and_counts_them_to_the_last_byte() {
 
 #[test]
 fn head_gets_the_length_but_no_body() {
-    let addr = spawn_server(hello, ConnConfig::default());
+    let server = spawn_server(hello, ConnConfig::default());
+    let addr = server.addr();
     let mut stream = connect(addr);
     stream
         .write_all(b"HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n")
@@ -194,7 +140,8 @@ fn head_gets_the_length_but_no_body() {
 
 #[test]
 fn sends_100_continue_only_when_the_body_is_read() {
-    let addr = spawn_server(echo, ConnConfig::default());
+    let server = spawn_server(echo, ConnConfig::default());
+    let addr = server.addr();
     let mut stream = connect(addr);
     stream
         .write_all(b"PUT /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
@@ -208,7 +155,8 @@ fn sends_100_continue_only_when_the_body_is_read() {
 
 #[test]
 fn refuses_bad_requests_and_closes() {
-    let addr = spawn_server(hello, ConnConfig::default());
+    let server = spawn_server(hello, ConnConfig::default());
+    let addr = server.addr();
     let cases: &[(&[u8], &str)] = &[
         (
             b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
@@ -238,7 +186,8 @@ fn a_body_over_the_limit_gets_413() {
         max_body: Some(4),
         ..ConnConfig::default()
     };
-    let addr = spawn_server(echo, config);
+    let server = spawn_server(echo, config);
+    let addr = server.addr();
     let mut stream = connect(addr);
     stream
         .write_all(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
@@ -254,7 +203,8 @@ fn a_panic_answers_500_and_the_connection_goes_on() {
         }
         Response::new("fine\n".into())
     };
-    let addr = spawn_server(app, ConnConfig::default());
+    let server = spawn_server(app, ConnConfig::default());
+    let addr = server.addr();
     let mut stream = connect(addr);
     stream.write_all(b"GET /panic HTTP/1.1\r\n\r\n").unwrap();
     let response = read_response(&mut stream);
@@ -269,7 +219,8 @@ fn a_panic_answers_500_and_the_connection_goes_on() {
 
 #[test]
 fn http_1_0_closes_unless_asked_to_keep_alive() {
-    let addr = spawn_server(hello, ConnConfig::default());
+    let server = spawn_server(hello, ConnConfig::default());
+    let addr = server.addr();
     let mut stream = connect(addr);
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     assert!(read_to_close(&mut stream).contains("connection: close\r\n"));
@@ -290,7 +241,8 @@ fn trailers_survive_reads_past_the_end_of_the_body() {
         let count = body.trailers().map_or(0, http::HeaderMap::len);
         Ok(Response::new(format!("{count} trailer(s)").into()))
     };
-    let addr = spawn_server(app, ConnConfig::default());
+    let server = spawn_server(app, ConnConfig::default());
+    let addr = server.addr();
     let mut stream = connect(addr);
     stream
         .write_all(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nChecksum: 42\r\n\r\n")

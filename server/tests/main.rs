@@ -1,7 +1,17 @@
 //! Integration tests of turnstile-server. One binary, one module per area.
 
+/// A real server on a loopback port, and helpers to talk to it.
+mod support;
+
 /// Gunicorn's request corpus, run through the HTTP/1 parser and decoders.
 mod conformance;
 
-/// The connection loop over real loopback sockets.
+/// Requests and responses over real loopback sockets.
 mod connection;
+
+/// Idle and slow clients: the poller, the timeouts, and the threads they
+/// must not hold.
+mod slow_clients;
+
+/// Starting and stopping a server in-process.
+mod lifecycle;

@@ -1,5 +1,5 @@
 //! One connection: read a request, call the application, write the response,
-//! and again while the connection stays open.
+//! and again while the connection stays open and its next request is here.
 //!
 //! The request body is handed to the application as a reader that pulls from
 //! this connection's buffer and socket, through the decoder its framing
@@ -8,8 +8,9 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use turnstile_core::{
@@ -31,10 +32,15 @@ pub struct ConnConfig {
     /// The largest request body accepted (`--limit-request-body`); larger
     /// ones get 413. `None` for no limit.
     pub max_body: Option<u64>,
-    /// How long to wait for the rest of a head once it has started.
+    /// How long a head may take to arrive, from its first byte (or from
+    /// the accept, for a connection's first request).
     pub head_timeout: Duration,
-    /// How long an idle keep-alive connection is kept (`--keepalive`).
+    /// How long an idle keep-alive connection is kept (`--keepalive`);
+    /// zero closes every connection after one response, as Gunicorn does.
     pub keepalive: Duration,
+    /// How long one read of a request body, or one write of a response,
+    /// may wait for the client.
+    pub io_timeout: Duration,
     /// How much unread request body is drained after a response before the
     /// connection is closed instead.
     pub drain_limit: u64,
@@ -47,6 +53,7 @@ impl Default for ConnConfig {
             max_body: None,
             head_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(2),
+            io_timeout: Duration::from_secs(30),
             drain_limit: 64 * 1024,
         }
     }
@@ -59,8 +66,6 @@ struct Input {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    /// The read timeout last set on the socket, to skip redundant syscalls.
-    read_timeout: Option<Duration>,
     body: BodyState,
     /// An interim `100 Continue` owed before the body is read.
     continue_pending: bool,
@@ -106,14 +111,6 @@ impl Input {
         let n = (&*self.stream).read(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
-    }
-
-    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        if self.read_timeout != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
-            self.read_timeout = Some(timeout);
-        }
-        Ok(())
     }
 
     fn read_body(&mut self, out: &mut [u8]) -> io::Result<usize> {
@@ -221,85 +218,131 @@ impl BodyRead for BodyReader {
     }
 }
 
-/// Serves requests on `stream` until it closes, the client asks to close, or
-/// an error makes the connection unusable. `environ` carries the facts
-/// shared by every request on it (addresses, worker).
-pub fn serve_connection<A: Application + ?Sized>(
-    app: &A,
-    stream: TcpStream,
-    environ: &Environ,
-    config: &ConnConfig,
-) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let stream = Arc::new(stream);
-    let input = Arc::new(Mutex::new(Input {
-        stream: stream.clone(),
-        buf: vec![0; 16 * 1024],
-        start: 0,
-        end: 0,
-        read_timeout: None,
-        body: BodyState::Done,
-        continue_pending: false,
-        body_read: 0,
-        max_body: config.max_body,
-        broken: false,
-    }));
-    let mut dates = DateCache::default();
-    let mut out = Vec::with_capacity(8 * 1024);
-    loop {
-        let Some(head) = read_head(&input, &stream, config, &mut dates)? else {
-            return Ok(());
-        };
-        let keep_alive = serve_request(
-            app, *head, &input, &stream, environ, config, &mut dates, &mut out,
-        )?;
-        if !keep_alive {
-            return Ok(());
-        }
-    }
+/// One client connection between requests: its socket, the bytes read but
+/// not yet used, and the facts every request on it shares.
+///
+/// A request thread takes it when the poller says it is readable, calls
+/// [`Connection::serve_ready`], and parks it again or drops it as that says.
+pub(crate) struct Connection {
+    stream: Arc<TcpStream>,
+    input: Arc<Mutex<Input>>,
+    environ: Environ,
+    /// When the head now in the buffer started to arrive, while incomplete.
+    head_started: Option<Instant>,
 }
 
-/// Reads the next request head, answering refusals itself. `None` when the
-/// connection is finished.
-fn read_head(
-    input: &Mutex<Input>,
-    stream: &TcpStream,
-    config: &ConnConfig,
-    dates: &mut DateCache,
-) -> io::Result<Option<Box<RequestHead>>> {
-    let mut input = lock(input);
-    loop {
-        let waiting_for_first_byte = input.buffered().is_empty();
-        match parse_head(input.buffered(), &config.limits) {
-            Ok(Parsed::Complete { head, len }) => {
-                input.consume(len);
-                return Ok(Some(head));
-            }
-            Ok(Parsed::Partial) => {
-                let timeout = if waiting_for_first_byte {
-                    config.keepalive
-                } else {
-                    config.head_timeout
-                };
-                input.set_read_timeout(timeout)?;
-                match input.fill() {
-                    Ok(0) => return Ok(None),
-                    Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        return Ok(None);
+/// What a connection waits for after [`Connection::serve_ready`].
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// More input, until `deadline`; then it is closed.
+    Read { deadline: Instant },
+    /// Nothing: it is finished and can be dropped.
+    Close,
+}
+
+/// Buffers a request thread reuses for every connection it serves.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    dates: DateCache,
+    out: Vec<u8>,
+}
+
+impl Connection {
+    /// Sets up a freshly accepted connection. `environ` carries the facts
+    /// shared by every request on it (addresses, worker).
+    pub(crate) fn new(
+        stream: TcpStream,
+        environ: Environ,
+        config: &ConnConfig,
+    ) -> io::Result<Self> {
+        stream.set_nodelay(true)?;
+        // Body reads and response writes block the request thread, so both
+        // are bounded: a client that stops reading or sending is dropped.
+        stream.set_read_timeout(Some(config.io_timeout))?;
+        stream.set_write_timeout(Some(config.io_timeout))?;
+        let stream = Arc::new(stream);
+        let input = Arc::new(Mutex::new(Input {
+            stream: stream.clone(),
+            buf: vec![0; 16 * 1024],
+            start: 0,
+            end: 0,
+            body: BodyState::Done,
+            continue_pending: false,
+            body_read: 0,
+            max_body: config.max_body,
+            broken: false,
+        }));
+        Ok(Self {
+            stream,
+            input,
+            environ,
+            head_started: None,
+        })
+    }
+
+    /// The socket, for registering with the poller.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Serves every request whose bytes have arrived, reading the socket at
+    /// most once for a head, so it is called when the socket is readable and
+    /// never waits for a client that sends slowly. When `closing` is set the
+    /// response in progress says `Connection: close` and the connection ends.
+    pub(crate) fn serve_ready<A: Application + ?Sized>(
+        &mut self,
+        app: &A,
+        config: &ConnConfig,
+        scratch: &mut Scratch,
+        closing: &AtomicBool,
+    ) -> Next {
+        let mut has_read = false;
+        loop {
+            let mut input = lock(&self.input);
+            match parse_head(input.buffered(), &config.limits) {
+                Ok(Parsed::Complete { head, len }) => {
+                    input.consume(len);
+                    drop(input);
+                    self.head_started = None;
+                    let keep_alive = serve_request(
+                        app,
+                        *head,
+                        &self.input,
+                        &self.stream,
+                        &self.environ,
+                        config,
+                        scratch,
+                        closing,
+                    );
+                    if !matches!(keep_alive, Ok(true)) {
+                        return Next::Close;
                     }
-                    Err(e) => return Err(e),
                 }
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                refuse(stream, error.status(), &reason, dates)?;
-                return Ok(None);
+                Ok(Parsed::Partial) => {
+                    if !input.buffered().is_empty() && self.head_started.is_none() {
+                        self.head_started = Some(Instant::now());
+                    }
+                    if has_read {
+                        let deadline = match self.head_started {
+                            Some(started) => started + config.head_timeout,
+                            None => Instant::now() + config.keepalive,
+                        };
+                        return Next::Read { deadline };
+                    }
+                    has_read = true;
+                    match input.fill() {
+                        Ok(0) => return Next::Close,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => has_read = false,
+                        Err(_) => return Next::Close,
+                    }
+                }
+                Err(error) => {
+                    drop(input);
+                    let reason = error.to_string();
+                    let _ = refuse(&self.stream, error.status(), &reason, &mut scratch.dates);
+                    return Next::Close;
+                }
             }
         }
     }
@@ -345,9 +388,10 @@ fn serve_request<A: Application + ?Sized>(
     stream: &TcpStream,
     environ: &Environ,
     config: &ConnConfig,
-    dates: &mut DateCache,
-    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+    closing: &AtomicBool,
 ) -> io::Result<bool> {
+    let Scratch { dates, out } = scratch;
     if let (Framing::Length(len), Some(max)) = (head.framing, config.max_body)
         && len > max
     {
@@ -403,6 +447,8 @@ fn serve_request<A: Application + ?Sized>(
     let (announced, sent) = body_framing(parts.status, &method, version, body.len());
     let (content, hooks) = body.into_parts();
     let mut keep_alive = keep_alive
+        && !config.keepalive.is_zero()
+        && !closing.load(Ordering::Acquire)
         && announced != BodyFraming::UntilClose
         && reusable(&lock(input), config.drain_limit);
     out.clear();
