@@ -2,12 +2,15 @@
 //!
 //! * [`demo`]: a few routes that exercise every path through the server.
 //! * [`hello`]: one fixed answer, for load benchmarks.
+//! * [`environ`]: what the application saw, as JSON, for testing what the
+//!   server hands over.
 
 use std::time::Duration;
 
 use http::{HeaderValue, StatusCode, header};
 
-use crate::{Bytes, Request, Response, ResponseBody};
+use crate::server::http1::head::field_lines;
+use crate::{Bytes, Environ, Request, Response, ResponseBody};
 
 const HELLO: &str = "Hello, world!\n";
 
@@ -23,6 +26,7 @@ pub fn hello(_request: Request) -> Response {
 /// | `GET /` | 200 `Hello, world!` |
 /// | `/healthz` | 200 `ok` |
 /// | `/echo` | 200 with the request body |
+/// | `/environ` | 200, what [`environ`] answers |
 /// | `/stream?chunks=N` | a streamed body of N chunks |
 /// | `/slow?ms=N` | answers after N milliseconds (at most 60 s) |
 /// | `/error` | the application returns an error |
@@ -40,6 +44,7 @@ pub fn demo(request: Request) -> Result<Response, DemoError> {
         "/" => text(StatusCode::OK, HELLO),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/echo" => echo(request)?,
+        "/environ" => environ(request).map_err(|_| DemoError)?,
         "/stream" => stream(query_number(&request, "chunks").unwrap_or(3).min(10_000)),
         "/slow" => {
             let ms = query_number(&request, "ms").unwrap_or(100).min(60_000);
@@ -50,6 +55,86 @@ pub fn demo(request: Request) -> Result<Response, DemoError> {
         "/panic" => panic!("the demo application panicked, as /panic asks"),
         _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
     };
+    Ok(response)
+}
+
+/// Answers `200 application/json` with what the application saw:
+///
+/// ```json
+/// {"method": "POST", "target": "/p?q", "version": "HTTP/1.1",
+///  "headers": [["Host", "h"], ["X-A", "1"], ["x-a", "2"]],
+///  "body_base64": "aGk=", "trailers": [["checksum", "42"]],
+///  "remote_addr": "127.0.0.1:40000", "scheme": "http", "pid": 4242}
+/// ```
+///
+/// `target` is the request-target as sent and `headers` every field line in
+/// wire order, names as sent, not merged. Strings are made from the bytes
+/// as ISO-8859-1, one character per byte, as WSGI does for its `environ`.
+///
+/// ```
+/// use turnstile::{apps, test};
+///
+/// let request = test::TestRequest::post("/p?q").header("x-a", "1").body("hi").build();
+/// let json: serde_json::Value = serde_json::from_str(&test::serve(&apps::environ, request).text()).unwrap();
+/// assert_eq!(json["target"], "/p?q");
+/// assert_eq!(json["body_base64"], "aGk=");
+/// assert_eq!(json["headers"][0], serde_json::json!(["x-a", "1"]));
+/// ```
+///
+/// # Errors
+///
+/// When the request body cannot be read to its end.
+pub fn environ(request: Request) -> std::io::Result<Response> {
+    use base64::Engine;
+    use serde_json::{Value, json};
+    use std::io::Read;
+
+    let facts = Environ::of(&request).clone();
+    let latin1 = |bytes: &[u8]| -> String { bytes.iter().map(|&b| char::from(b)).collect() };
+    let pair = |name: &[u8], value: &[u8]| json!([latin1(name), latin1(value)]);
+    let headers: Vec<Value> = if facts.raw_head.is_empty() {
+        request
+            .headers()
+            .iter()
+            .map(|(name, value)| pair(name.as_ref(), value.as_bytes()))
+            .collect()
+    } else {
+        field_lines(&facts.raw_head)
+            .map(|(name, value)| pair(name, value))
+            .collect()
+    };
+    let target = if facts.raw_target.is_empty() {
+        request.uri().to_string().into_bytes().into()
+    } else {
+        facts.raw_target.clone()
+    };
+    let method = request.method().to_string();
+    let version = format!("{:?}", request.version());
+    let mut body_reader = request.into_body();
+    let mut body = Vec::new();
+    body_reader.read_to_end(&mut body)?;
+    let trailers: Vec<Value> = body_reader
+        .trailers()
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| pair(name.as_ref(), value.as_bytes()))
+        .collect();
+    let answer = json!({
+        "method": method,
+        "target": latin1(&target),
+        "version": version,
+        "headers": headers,
+        "body_base64": base64::engine::general_purpose::STANDARD.encode(&body),
+        "trailers": trailers,
+        "remote_addr": facts.remote_addr.map(|addr| addr.to_string()),
+        "scheme": facts.scheme.as_str(),
+        "pid": std::process::id(),
+    });
+    let mut response = Response::new(format!("{answer}\n").into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }
 

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use turnstile::apps;
 use turnstile::server::Server;
 use turnstile::server::http1::Limits;
 use turnstile::server::http1::conn::ConnConfig;
+use turnstile::{Application, apps};
 
 /// A pre-forking HTTP/1.1 server for Rust applications.
 #[derive(Debug, Parser)]
@@ -25,6 +25,10 @@ struct Args {
     /// The built-in application to serve.
     #[arg(long, value_enum, default_value_t = App::Demo)]
     app: App,
+    /// The layers to wrap the application in: `all`, `none` (the bare
+    /// engine), or a comma-separated list of layer names.
+    #[arg(long, default_value = "all", value_parser = parse_middleware)]
+    middleware: Middleware,
     /// Longest request line, in bytes.
     #[arg(long, default_value_t = 4094)]
     limit_request_line: usize,
@@ -48,6 +52,50 @@ enum App {
     Demo,
     /// `Hello, world!` for every request, for benchmarks.
     Hello,
+    /// What the application saw, as JSON (see `turnstile::apps::environ`).
+    Environ,
+}
+
+/// The layers the binary knows, outermost first. Each layer's issue adds
+/// its name here and its construction in `wrap`.
+const LAYERS: &[&str] = &[];
+
+/// The layers chosen with `--middleware`, outermost first.
+#[derive(Clone, Debug)]
+struct Middleware(Vec<&'static str>);
+
+fn parse_middleware(list: &str) -> Result<Middleware, String> {
+    match list.trim() {
+        "all" => return Ok(Middleware(LAYERS.to_vec())),
+        "none" | "" => return Ok(Middleware(Vec::new())),
+        _ => {}
+    }
+    let mut chosen = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let Some(known) = LAYERS.iter().find(|known| **known == name) else {
+            let known = if LAYERS.is_empty() {
+                "none yet".to_owned()
+            } else {
+                LAYERS.join(", ")
+            };
+            return Err(format!(
+                "unknown layer `{name}` (known layers: {known}; or `all`, `none`)"
+            ));
+        };
+        if !chosen.contains(known) {
+            chosen.push(*known);
+        }
+    }
+    // Whatever order they are listed in, layers stack in their one order.
+    chosen.sort_by_key(|name| LAYERS.iter().position(|known| known == name));
+    Ok(Middleware(chosen))
+}
+
+/// Serves `app` wrapped in the chosen layers.
+fn wrap_and_run(server: Server, app: impl Application, middleware: &Middleware) {
+    // No layer has landed yet: every choice is the bare application.
+    debug_assert!(middleware.0.is_empty());
+    server.run(app);
 }
 
 fn main() -> ExitCode {
@@ -77,8 +125,9 @@ fn main() -> ExitCode {
         }
     }
     match args.app {
-        App::Demo => server.run(apps::demo),
-        App::Hello => server.run(apps::hello),
+        App::Demo => wrap_and_run(server, apps::demo, &args.middleware),
+        App::Hello => wrap_and_run(server, apps::hello, &args.middleware),
+        App::Environ => wrap_and_run(server, apps::environ, &args.middleware),
     }
     ExitCode::SUCCESS
 }

@@ -28,6 +28,15 @@ impl Turnstile {
         Self { child, addr }
     }
 
+    /// Sends `request` as is and reads until the server closes.
+    fn send(&self, request: &[u8]) -> Vec<u8> {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        stream.write_all(request).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        response
+    }
+
     fn get(&self, target: &str) -> String {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
         write!(
@@ -92,4 +101,64 @@ fn a_bad_flag_exits_with_code_2() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(2));
+}
+
+#[test]
+fn bad_middleware_lists_exit_with_code_2_and_say_why() {
+    let output = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+        .args(["--middleware", "no-such-layer"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown layer `no-such-layer`"), "{stderr}");
+}
+
+/// The JSON body of a response.
+fn json_body(response: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn the_environ_app_shows_what_the_application_saw() {
+    let server = Turnstile::start(&["--app", "environ", "--middleware", "none"]);
+    let mut request = b"POST /p%20q?x=1&x=2 HTTP/1.1\r\nHost: test\r\nX-A: 1\r\nConnection: close\r\nx-a:  2 \r\nX-Latin: caf\xe9\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    request.extend_from_slice(b"2\r\nhi\r\n0\r\nChecksum: 42\r\n\r\n");
+    let json = json_body(&server.send(&request));
+    assert_eq!(json["method"], "POST");
+    assert_eq!(json["target"], "/p%20q?x=1&x=2");
+    assert_eq!(json["version"], "HTTP/1.1");
+    assert_eq!(
+        json["headers"],
+        serde_json::json!([
+            ["Host", "test"],
+            ["X-A", "1"],
+            ["Connection", "close"],
+            ["x-a", "2"],
+            ["X-Latin", "caf\u{e9}"],
+            ["Transfer-Encoding", "chunked"]
+        ])
+    );
+    assert_eq!(json["body_base64"], "aGk=");
+    assert_eq!(json["trailers"], serde_json::json!([["checksum", "42"]]));
+    assert!(
+        json["remote_addr"]
+            .as_str()
+            .is_some_and(|addr| addr.starts_with("127.0.0.1:")),
+        "{json}"
+    );
+    assert_eq!(json["scheme"], "http");
+    assert_eq!(json["pid"], server.child.id());
+}
+
+#[test]
+fn the_demo_app_shows_the_environ_too() {
+    let server = Turnstile::start(&[]);
+    let json = json_body(&server.send(b"GET /environ HTTP/1.0\r\n\r\n"));
+    assert_eq!(json["version"], "HTTP/1.0");
+    assert_eq!(json["headers"], serde_json::json!([]));
 }

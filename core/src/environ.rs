@@ -49,6 +49,10 @@ pub struct Environ {
     pub script_name: String,
     /// The request-target exactly as it was on the request line (`RAW_URI`).
     pub raw_target: Bytes,
+    /// The request head exactly as received (request line and header field
+    /// lines), for the rare application that needs the fields' wire order
+    /// or case; empty when the request did not come over HTTP/1.
+    pub raw_head: Bytes,
     /// Which worker serves the request.
     pub worker: Worker,
 }
@@ -65,6 +69,7 @@ impl Environ {
             scheme: Scheme::HTTP,
             script_name: String::new(),
             raw_target: Bytes::new(),
+            raw_head: Bytes::new(),
             worker: Worker { id: 0, pid: 0 },
         }
     }

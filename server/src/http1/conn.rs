@@ -400,6 +400,7 @@ fn serve_request<A: Application + ?Sized>(
         return Ok(false);
     }
     let RequestHead {
+        raw,
         method,
         target,
         uri,
@@ -429,6 +430,7 @@ fn serve_request<A: Application + ?Sized>(
     };
     let mut environ = environ.clone();
     environ.raw_target = target;
+    environ.raw_head = raw;
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;

@@ -55,6 +55,9 @@ pub enum Framing {
 /// A parsed request head.
 #[derive(Debug)]
 pub struct RequestHead {
+    /// The head exactly as received, from the request line to the empty
+    /// line that ends it; `target` and the field values are views of it.
+    pub raw: Bytes,
     /// The method.
     pub method: Method,
     /// The request-target exactly as it was sent.
@@ -229,6 +232,9 @@ fn strip_cr<'a>(line: &'a [u8], bare_lf: &'static str) -> Result<&'a [u8]> {
 }
 
 fn parse_complete_head(head: &[u8], fields: usize) -> Result<RequestHead> {
+    // One copy of the head; the target and every field value are views of it.
+    let raw = Bytes::copy_from_slice(head);
+    let head = &raw[..];
     let mut slots = vec![httparse::EMPTY_HEADER; fields];
     let mut request = httparse::Request::new(&mut slots);
     match request.parse(head) {
@@ -257,7 +263,10 @@ fn parse_complete_head(head: &[u8], fields: usize) -> Result<RequestHead> {
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("invalid header field name"))?;
-        headers.append(name, field_value(field.value)?);
+        let value = raw.slice_ref(checked_field_value(field.value)?);
+        let value = HeaderValue::from_maybe_shared(value)
+            .map_err(|_| HeadError::Malformed("invalid header field value"))?;
+        headers.append(name, value);
     }
     for name in [HOST, CONTENT_TYPE] {
         if headers.get_all(&name).iter().nth(1).is_some() {
@@ -270,8 +279,9 @@ fn parse_complete_head(head: &[u8], fields: usize) -> Result<RequestHead> {
     let keep_alive = !compressed && keep_alive(version, &headers);
     let expect_continue = expect_continue(version, &headers)?;
     Ok(RequestHead {
+        raw: raw.clone(),
         method,
-        target: Bytes::copy_from_slice(raw_target),
+        target: raw.slice_ref(raw_target),
         uri,
         version,
         headers,
@@ -367,13 +377,47 @@ const URI_UNSAFE: &AsciiSet = &CONTROLS
 /// A field value with surrounding SP/HTAB trimmed; CTLs other than HTAB
 /// (NUL, DEL, a CR or LF that slipped through) are refused.
 pub(crate) fn field_value(value: &[u8]) -> Result<HeaderValue> {
+    HeaderValue::from_bytes(checked_field_value(value)?)
+        .map_err(|_| HeadError::Malformed("invalid header field value"))
+}
+
+/// A field value trimmed of surrounding whitespace, refused if it holds a
+/// control character.
+fn checked_field_value(value: &[u8]) -> Result<&[u8]> {
     let value = trim_ows(value);
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(HeadError::Malformed(
             "control character in a header field value",
         ));
     }
-    HeaderValue::from_bytes(value).map_err(|_| HeadError::Malformed("invalid header field value"))
+    Ok(value)
+}
+
+/// The header field lines of a head that [`parse_head`] accepted, in wire
+/// order, names as sent and values trimmed, repeated fields not merged: what
+/// an application needs when the order or case matters (a `HeaderMap`
+/// groups fields by name and lower-cases them).
+///
+/// ```
+/// use turnstile_server::http1::head::{Limits, Parsed, field_lines, parse_head};
+///
+/// let wire = b"GET / HTTP/1.1\r\nX-A: 1\r\nHost: h\r\nx-a:  2 \r\n\r\n";
+/// let Ok(Parsed::Complete { head, .. }) = parse_head(wire, &Limits::default()) else {
+///     panic!("a valid head");
+/// };
+/// let lines: Vec<_> = field_lines(&head.raw).collect();
+/// assert_eq!(lines, [(&b"X-A"[..], &b"1"[..]), (b"Host", b"h"), (b"x-a", b"2")]);
+/// ```
+pub fn field_lines(raw_head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    raw_head
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            Some((&line[..colon], trim_ows(&line[colon + 1..])))
+        })
 }
 
 // ANCHOR: framing
