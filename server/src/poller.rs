@@ -2,15 +2,19 @@
 //! costs a file descriptor and a buffer, never a request thread.
 //!
 //! Every request thread of a worker waits in the same epoll set, which holds
-//! the listener and every connection that is waiting for input. Each is
-//! registered one-shot: when it becomes readable exactly one thread is woken
-//! for it, takes it out of the parking table, serves the requests that have
-//! arrived, and parks it again. The thread that is woken is the thread that
-//! serves, so a request costs no hand-off between threads; under load a
-//! thread finds the next ready connection without sleeping, much as an
+//! the listener and every open connection. Connections are registered once,
+//! edge-triggered: new input wakes exactly one thread, which leases the
+//! connection from the table, serves the requests that have arrived, and
+//! hands it back. The thread that is woken is the thread that serves, so a
+//! request costs no hand-off between threads and no `epoll_ctl`; under load
+//! a thread finds the next ready connection without sleeping, much as an
 //! event loop would.
 //!
-//! Parked connections carry a deadline (the keep-alive or head timeout);
+//! Input that arrives while a connection is leased wakes another thread,
+//! which finds it busy and marks it; the leaseholder sees the mark when it
+//! hands the connection back and serves again, so no edge is lost.
+//!
+//! Waiting connections carry a deadline (the keep-alive or head timeout);
 //! whichever thread is awake when the sweep falls due closes the expired
 //! ones.
 
@@ -40,24 +44,40 @@ pub(crate) enum Ready {
     Listener,
     /// The server is stopping.
     Wake,
-    /// A parked connection has input; it now belongs to the caller.
-    Connection(Box<Connection>),
-    /// A timeout, an interrupted wait, or a connection already closed.
+    /// A connection has input; the caller holds it until it gives it back.
+    Connection(Lease),
+    /// A timeout, an interrupted wait, a busy or an already closed
+    /// connection.
     Nothing,
 }
 
-struct Parked {
-    connection: Box<Connection>,
+/// A connection taken from the table to be served. Give it back with
+/// [`Poller::give_back`] or close it with [`Poller::close`].
+pub(crate) struct Lease {
+    pub(crate) connection: Box<Connection>,
     token: u64,
-    deadline: Instant,
 }
 
-/// The epoll set and the table of parked connections.
+struct Entry {
+    /// Slot and generation: an event for a connection closed meanwhile
+    /// cannot reach its slot's next tenant.
+    token: u64,
+    state: State,
+}
+
+enum State {
+    Waiting {
+        connection: Box<Connection>,
+        deadline: Instant,
+    },
+    /// Leased; `woken` when input arrived meanwhile.
+    Leased { woken: bool },
+}
+
+/// The epoll set and the table of open connections.
 pub(crate) struct Poller {
     epoll: Epoll,
-    parked: Mutex<Slab<Parked>>,
-    /// Distinguishes reuses of a table slot, so that an event for a
-    /// connection swept meanwhile cannot hand out its slot's next tenant.
+    table: Mutex<Slab<Entry>>,
     generation: AtomicU32,
     next_sweep: Mutex<Instant>,
     waker: EventFd,
@@ -67,11 +87,8 @@ fn io_error(errno: Errno) -> io::Error {
     io::Error::from_raw_os_error(errno as i32)
 }
 
-fn one_shot(token: u64) -> EpollEvent {
-    EpollEvent::new(
-        EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT,
-        token,
-    )
+fn slot(token: u64) -> usize {
+    (token & u64::from(u32::MAX)) as usize
 }
 
 impl Poller {
@@ -79,23 +96,24 @@ impl Poller {
     pub(crate) fn new(listener: &TcpListener) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io_error)?;
-        epoll.add(listener, one_shot(LISTENER)).map_err(io_error)?;
+        epoll.add(listener, listener_event()).map_err(io_error)?;
         let waker = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(io_error)?;
+        // Level-triggered: it stays ready, so every thread sees it.
         epoll
             .add(&waker, EpollEvent::new(EpollFlags::EPOLLIN, WAKER))
             .map_err(io_error)?;
         Ok(Self {
             epoll,
-            parked: Mutex::new(Slab::new()),
+            table: Mutex::new(Slab::new()),
             generation: AtomicU32::new(0),
             next_sweep: Mutex::new(Instant::now() + SWEEP_EVERY),
             waker,
         })
     }
 
-    fn parked(&self) -> MutexGuard<'_, Slab<Parked>> {
-        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    fn table(&self) -> MutexGuard<'_, Slab<Entry>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits for one thing to do, and sweeps expired connections on the way.
@@ -104,14 +122,14 @@ impl Poller {
         // The timeout only bounds how late a sweep can run.
         let timeout = SWEEP_EVERY.as_millis() as u16;
         let woken = self.epoll.wait(&mut events, timeout);
-        // Sweep before taking: a connection that keeps sending, slowly, is
-        // parked only between its bytes and must still meet its deadline.
+        // Sweep before leasing: a connection that keeps sending, slowly,
+        // waits only between its bytes and must still meet its deadline.
         self.sweep_if_due();
         match woken {
             Ok(1) => match events[0].data() {
                 LISTENER => Ready::Listener,
                 WAKER => Ready::Wake,
-                token => self.take(token),
+                token => self.lease(token),
             },
             Ok(_) | Err(Errno::EINTR) => Ready::Nothing,
             Err(errno) => {
@@ -124,51 +142,88 @@ impl Poller {
         }
     }
 
-    fn take(&self, token: u64) -> Ready {
-        let key = (token & u64::from(u32::MAX)) as usize;
-        let mut parked = self.parked();
-        match parked.get(key) {
-            Some(entry) if entry.token == token => Ready::Connection(parked.remove(key).connection),
-            _ => Ready::Nothing,
+    fn lease(&self, token: u64) -> Ready {
+        let mut table = self.table();
+        let Some(entry) = table
+            .get_mut(slot(token))
+            .filter(|entry| entry.token == token)
+        else {
+            return Ready::Nothing;
+        };
+        match std::mem::replace(&mut entry.state, State::Leased { woken: false }) {
+            State::Waiting { connection, .. } => Ready::Connection(Lease { connection, token }),
+            State::Leased { .. } => {
+                entry.state = State::Leased { woken: true };
+                Ready::Nothing
+            }
         }
     }
 
     /// Watches a newly accepted connection, closing it at `deadline` if no
     /// request has come by then.
     pub(crate) fn admit(&self, connection: Box<Connection>, deadline: Instant) -> io::Result<()> {
-        self.insert(connection, deadline, true)
-    }
-
-    /// Parks a connection that was served and now waits for more input.
-    pub(crate) fn park(&self, connection: Box<Connection>, deadline: Instant) -> io::Result<()> {
-        self.insert(connection, deadline, false)
-    }
-
-    fn insert(&self, connection: Box<Connection>, deadline: Instant, new: bool) -> io::Result<()> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        // The table stays locked until the socket is armed, so no sweep can
-        // close it under epoll_ctl.
-        let mut parked = self.parked();
-        let entry = parked.vacant_entry();
+        // The table stays locked until the socket is registered, so its
+        // first event finds the entry.
+        let mut table = self.table();
+        let entry = table.vacant_entry();
         let token = u64::from(generation) << 32 | entry.key() as u64;
-        let event = one_shot(token);
-        let armed = if new {
-            self.epoll.add(connection.socket(), event)
-        } else {
-            self.epoll.modify(connection.socket(), &mut { event })
-        };
-        armed.map_err(io_error)?;
-        entry.insert(Parked {
-            connection,
+        let event = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET,
             token,
-            deadline,
+        );
+        self.epoll
+            .add(connection.socket(), event)
+            .map_err(io_error)?;
+        entry.insert(Entry {
+            token,
+            state: State::Waiting {
+                connection,
+                deadline,
+            },
         });
         Ok(())
     }
 
+    /// Gives a served connection back to wait for input until `deadline`;
+    /// returns it instead if input arrived while it was leased.
+    pub(crate) fn give_back(&self, lease: Lease, deadline: Instant) -> Option<Lease> {
+        let mut table = self.table();
+        let entry = table
+            .get_mut(slot(lease.token))
+            .filter(|entry| entry.token == lease.token)?;
+        match entry.state {
+            State::Leased { woken: true } => {
+                entry.state = State::Leased { woken: false };
+                Some(lease)
+            }
+            _ => {
+                entry.state = State::Waiting {
+                    connection: lease.connection,
+                    deadline,
+                };
+                None
+            }
+        }
+    }
+
+    /// Closes a leased connection.
+    pub(crate) fn close(&self, lease: Lease) {
+        let mut table = self.table();
+        if table
+            .get(slot(lease.token))
+            .is_some_and(|entry| entry.token == lease.token)
+        {
+            table.remove(slot(lease.token));
+        }
+        drop(table);
+        // Closing the socket also takes it out of the epoll set.
+        drop(lease);
+    }
+
     /// Arms the listener again after its connections were accepted.
     pub(crate) fn rearm_listener(&self, listener: &TcpListener) {
-        let _ = self.epoll.modify(listener, &mut one_shot(LISTENER));
+        let _ = self.epoll.modify(listener, &mut listener_event());
     }
 
     /// Stops watching the listener: no more connections are accepted.
@@ -192,16 +247,24 @@ impl Poller {
         }
         *next_sweep = now + SWEEP_EVERY;
         drop(next_sweep);
-        let expired: Vec<Parked> = {
-            let mut parked = self.parked();
-            let keys: Vec<usize> = parked
+        let expired: Vec<Entry> = {
+            let mut table = self.table();
+            let keys: Vec<usize> = table
                 .iter()
-                .filter(|(_, entry)| entry.deadline <= now)
+                .filter(|(_, entry)| {
+                    matches!(entry.state, State::Waiting { deadline, .. } if deadline <= now)
+                })
                 .map(|(key, _)| key)
                 .collect();
-            keys.into_iter().map(|key| parked.remove(key)).collect()
+            keys.into_iter().map(|key| table.remove(key)).collect()
         };
         // Closing the sockets also takes them out of the epoll set.
         drop(expired);
     }
+}
+
+/// The listener is one-shot, re-armed after each batch of accepts, so one
+/// thread accepts while the others serve.
+fn listener_event() -> EpollEvent {
+    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, LISTENER)
 }

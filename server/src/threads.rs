@@ -29,7 +29,7 @@ use nix::errno::Errno;
 use turnstile_core::{Application, Environ, Worker};
 
 use crate::http1::conn::{ConnConfig, Connection, Next, Scratch};
-use crate::poller::{Poller, Ready};
+use crate::poller::{Lease, Poller, Ready};
 
 /// A server bound to a listening socket, not yet serving.
 #[derive(Debug)]
@@ -145,7 +145,7 @@ impl<A: Application> Shared<A> {
         while !self.stopping.load(Ordering::Acquire) {
             match self.poller.wait() {
                 Ready::Listener => self.accept(),
-                Ready::Connection(connection) => self.serve(connection, &mut scratch),
+                Ready::Connection(lease) => self.serve(lease, &mut scratch),
                 Ready::Wake => break,
                 Ready::Nothing => {}
             }
@@ -154,14 +154,22 @@ impl<A: Application> Shared<A> {
         self.poller.wake();
     }
 
-    fn serve(&self, mut connection: Box<Connection>, scratch: &mut Scratch) {
-        match connection.serve_ready(&self.app, &self.config, scratch, &self.stopping) {
-            Next::Read { deadline } if !self.stopping.load(Ordering::Acquire) => {
-                // Failing to park (no memory for the epoll entry) drops
-                // the connection, as a close would.
-                let _ = self.poller.park(connection, deadline);
+    fn serve(&self, mut lease: Lease, scratch: &mut Scratch) {
+        loop {
+            let next =
+                lease
+                    .connection
+                    .serve_ready(&self.app, &self.config, scratch, &self.stopping);
+            match next {
+                Next::Read { deadline } if !self.stopping.load(Ordering::Acquire) => {
+                    match self.poller.give_back(lease, deadline) {
+                        // Input came while it was being served.
+                        Some(again) => lease = again,
+                        None => return,
+                    }
+                }
+                Next::Read { .. } | Next::Close => return self.poller.close(lease),
             }
-            Next::Read { .. } | Next::Close => {}
         }
     }
 

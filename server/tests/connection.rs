@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use turnstile_core::{Bytes, Completion, Request, Response, ResponseBody, on_complete};
 use turnstile_server::http1::conn::ConnConfig;
 
-use crate::support::{connect, read_response, read_to_close, spawn_server};
+use crate::support::{
+    connect, read_response, read_to_close, spawn_server, spawn_server_with_threads,
+};
 
 fn hello(_request: Request) -> Response {
     Response::new("Hello, world!\n".into())
@@ -248,4 +250,42 @@ fn trailers_survive_reads_past_the_end_of_the_body() {
         .write_all(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nChecksum: 42\r\n\r\n")
         .unwrap();
     assert!(read_response(&mut stream).ends_with("\r\n\r\n1 trailer(s)"));
+}
+
+#[test]
+fn input_arriving_while_a_request_is_served_is_not_lost() {
+    let app = |request: Request| -> Response {
+        if request.uri().path() == "/slow" {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Response::new(request.uri().path().to_owned().into())
+    };
+    // One thread: the event waits for it. Two: the other thread is woken
+    // while the connection is busy, and must leave it to the first.
+    for threads in [1, 2] {
+        let server = spawn_server_with_threads(app, ConnConfig::default(), threads);
+        let mut stream = connect(server.addr());
+        stream.write_all(b"GET /slow HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        stream.write_all(b"GET /next HTTP/1.1\r\n\r\n").unwrap();
+        assert!(read_response(&mut stream).ends_with("\r\n\r\n/slow"));
+        assert!(read_response(&mut stream).ends_with("\r\n\r\n/next"));
+        server.shutdown();
+    }
+}
+
+#[test]
+fn a_pipelined_burst_larger_than_the_buffer_is_answered_in_full() {
+    let server = spawn_server(hello, ConnConfig::default());
+    let mut stream = connect(server.addr());
+    let burst = "GET / HTTP/1.1\r\nHost: pipelined.test\r\n\r\n".repeat(1000);
+    assert!(burst.len() > 16 * 1024);
+    let writer = {
+        let mut stream = stream.try_clone().unwrap();
+        std::thread::spawn(move || stream.write_all(burst.as_bytes()).unwrap())
+    };
+    for _ in 0..1000 {
+        assert!(read_response(&mut stream).ends_with("Hello, world!\n"));
+    }
+    writer.join().unwrap();
 }

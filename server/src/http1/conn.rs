@@ -8,11 +8,13 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use nix::sys::socket::{MsgFlags, recv};
 use turnstile_core::{
     Application, BodyRead, Completion, Content, Environ, Outcome, Request, RequestBody,
     call_catching_panics, internal_server_error,
@@ -95,8 +97,31 @@ impl Input {
         }
     }
 
-    /// Reads more bytes from the socket; `Ok(0)` at end of stream.
+    /// Reads more bytes from the socket, waiting for them (up to the I/O
+    /// timeout); `Ok(0)` at end of stream.
     fn fill(&mut self) -> io::Result<usize> {
+        self.make_room();
+        let n = (&*self.stream).read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads the bytes that have arrived without waiting for more:
+    /// `WouldBlock` when there are none, `Ok(0)` at end of stream. Also says
+    /// whether the read filled the buffer, so more may be waiting.
+    fn fill_now(&mut self) -> io::Result<(usize, bool)> {
+        self.make_room();
+        let space = self.buf.len() - self.end;
+        let n = recv(
+            self.stream.as_raw_fd(),
+            &mut self.buf[self.end..],
+            MsgFlags::MSG_DONTWAIT,
+        )?;
+        self.end += n;
+        Ok((n, n == space))
+    }
+
+    fn make_room(&mut self) {
         if self.end == self.buf.len() {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -108,9 +133,6 @@ impl Input {
                 self.buf.resize(self.buf.len() * 2, 0);
             }
         }
-        let n = (&*self.stream).read(&mut self.buf[self.end..])?;
-        self.end += n;
-        Ok(n)
     }
 
     fn read_body(&mut self, out: &mut [u8]) -> io::Result<usize> {
@@ -285,10 +307,22 @@ impl Connection {
         &self.stream
     }
 
-    /// Serves every request whose bytes have arrived, reading the socket at
-    /// most once for a head, so it is called when the socket is readable and
-    /// never waits for a client that sends slowly. When `closing` is set the
-    /// response in progress says `Connection: close` and the connection ends.
+    /// Waiting for a head: until the head timeout once it has started,
+    /// else for the keep-alive time.
+    fn wait(&self, config: &ConnConfig) -> Next {
+        let deadline = match self.head_started {
+            Some(started) => started + config.head_timeout,
+            None => Instant::now() + config.keepalive,
+        };
+        Next::Read { deadline }
+    }
+
+    /// Serves every request whose bytes have arrived, reading the socket
+    /// without waiting, so it never holds the thread for a client that sends
+    /// slowly. Returns [`Next::Read`] once every byte that had arrived is
+    /// read: the poller then wakes it for the next ones. When `closing` is
+    /// set the response in progress says `Connection: close` and the
+    /// connection ends.
     pub(crate) fn serve_ready<A: Application + ?Sized>(
         &mut self,
         app: &A,
@@ -296,7 +330,9 @@ impl Connection {
         scratch: &mut Scratch,
         closing: &AtomicBool,
     ) -> Next {
-        let mut has_read = false;
+        // A read shorter than the space offered emptied the socket; what
+        // arrives after it wakes the poller again.
+        let mut drained = false;
         loop {
             let mut input = lock(&self.input);
             match parse_head(input.buffered(), &config.limits) {
@@ -322,18 +358,16 @@ impl Connection {
                     if !input.buffered().is_empty() && self.head_started.is_none() {
                         self.head_started = Some(Instant::now());
                     }
-                    if has_read {
-                        let deadline = match self.head_started {
-                            Some(started) => started + config.head_timeout,
-                            None => Instant::now() + config.keepalive,
-                        };
-                        return Next::Read { deadline };
+                    if drained {
+                        return self.wait(config);
                     }
-                    has_read = true;
-                    match input.fill() {
-                        Ok(0) => return Next::Close,
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => has_read = false,
+                    match input.fill_now() {
+                        Ok((0, _)) => return Next::Close,
+                        Ok((_, filled)) => drained = !filled,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            return self.wait(config);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => return Next::Close,
                     }
                 }

@@ -38,7 +38,9 @@ fn main() {
     let mut alive = 0;
     for mut stream in held {
         let mut byte = [0u8; 1];
-        if stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n").is_ok()
+        if stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .is_ok()
             && stream.read(&mut byte).is_ok_and(|n| n == 1)
         {
             alive += 1;

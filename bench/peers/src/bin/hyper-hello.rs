@@ -19,9 +19,10 @@ use tokio::net::TcpListener;
 
 async fn hello(_request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let mut response = Response::new(Full::new(Bytes::from_static(b"Hello, world!\n")));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     Ok(response)
 }
 
@@ -37,6 +38,7 @@ fn main() {
         .expect("a tokio runtime");
     runtime.block_on(async move {
         let listener = TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().expect("a bound address");
         println!("hyper-hello: listening on http://{addr}");
         loop {
             let Ok((stream, _)) = listener.accept().await else {
