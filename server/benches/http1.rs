@@ -15,7 +15,8 @@ use turnstile_server::http1::{ChunkedDecoder, Limits, Parsed, parse_head};
 const MINIMAL: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n";
 
 /// What a browser sends for a page, cookies and all.
-const BROWSER: &[u8] = b"GET /articles/2026/11/the-life-of-a-request?utm_source=feed&page=2 HTTP/1.1\r\n\
+const BROWSER: &[u8] =
+    b"GET /articles/2026/11/the-life-of-a-request?utm_source=feed&page=2 HTTP/1.1\r\n\
 Host: www.example.com\r\n\
 User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0\r\n\
 Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\

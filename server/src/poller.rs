@@ -142,6 +142,7 @@ impl Poller {
         }
     }
 
+    // ANCHOR: lease
     fn lease(&self, token: u64) -> Ready {
         let mut table = self.table();
         let Some(entry) = table
@@ -158,6 +159,8 @@ impl Poller {
             }
         }
     }
+
+    // ANCHOR_END: lease
 
     /// Watches a newly accepted connection, closing it at `deadline` if no
     /// request has come by then.
@@ -185,6 +188,7 @@ impl Poller {
         Ok(())
     }
 
+    // ANCHOR: give_back
     /// Gives a served connection back to wait for input until `deadline`;
     /// returns it instead if input arrived while it was leased.
     pub(crate) fn give_back(&self, lease: Lease, deadline: Instant) -> Option<Lease> {
@@ -206,6 +210,8 @@ impl Poller {
             }
         }
     }
+
+    // ANCHOR_END: give_back
 
     /// Closes a leased connection.
     pub(crate) fn close(&self, lease: Lease) {

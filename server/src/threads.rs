@@ -140,6 +140,7 @@ struct Shared<A> {
 }
 
 impl<A: Application> Shared<A> {
+    // ANCHOR: request_thread
     fn request_thread(&self) {
         let mut scratch = Scratch::default();
         while !self.stopping.load(Ordering::Acquire) {
@@ -172,6 +173,7 @@ impl<A: Application> Shared<A> {
             }
         }
     }
+    // ANCHOR_END: request_thread
 
     fn accept(&self) {
         for _ in 0..ACCEPT_BATCH {

@@ -93,9 +93,14 @@ fn is_line_range(selector: &str) -> bool {
         .all(|part| part.is_empty() || part.chars().all(|c| c.is_ascii_digit()))
 }
 
+/// The chapter every later one refers back to.
+const LIFE_OF_A_REQUEST: &str = "life-of-a-request.md";
+
 /// Checks a book: `SUMMARY.md` against the chapter files, every include in
-/// every chapter, and a chapter for every middleware module. `repo` is the
+/// every chapter, every chapter after the life of a request pointing back
+/// to it, and a chapter for every middleware module. `repo` is the
 /// repository root (holding `book/src` and `middleware/src`).
+
 pub fn check(repo: &Path) -> Vec<String> {
     let src = repo.join("book/src");
     let mut problems = Vec::new();
@@ -120,11 +125,18 @@ pub fn check(repo: &Path) -> Vec<String> {
     }
 
     let mut chapter_texts = Vec::new();
+    let mut after_the_journey = false;
     for file in &linked {
         let path = src.join(file);
         let Ok(text) = fs::read_to_string(&path) else {
             continue;
         };
+        // Every chapter after "The life of a request" says where it sits
+        // on that journey.
+        if after_the_journey && !text.contains(&format!("]({LIFE_OF_A_REQUEST})")) {
+            problems.push(format!("{file} does not point back to {LIFE_OF_A_REQUEST}"));
+        }
+        after_the_journey |= *file == LIFE_OF_A_REQUEST;
         let folder = path.parent().unwrap_or(&src).to_path_buf();
         for include in includes(&text) {
             if let Some(problem) = check_include(&folder, &include) {
@@ -320,5 +332,22 @@ mod tests {
             );
         }
         assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn chapters_after_the_journey_must_point_back_to_it() {
+        let repo = Scratch::new("journey");
+        repo.write(
+            "book/src/SUMMARY.md",
+            "[Intro](intro.md)\n- [Life](life-of-a-request.md)\n- [Good](good.md)\n- [Lost](lost.md)\n",
+        )
+        .write("book/src/intro.md", "# Intro\n")
+        .write("book/src/life-of-a-request.md", "# Life\n")
+        .write("book/src/good.md", "See [the life](life-of-a-request.md).\n")
+        .write("book/src/lost.md", "# Lost\n");
+        assert_eq!(
+            check(&repo.0),
+            ["lost.md does not point back to life-of-a-request.md"]
+        );
     }
 }

@@ -444,6 +444,7 @@ fn serve_request<A: Application + ?Sized>(
         keep_alive,
         expect_continue,
     } = head;
+    // ANCHOR: build_request
     let body = {
         let mut state = lock(input);
         state.body_read = 0;
@@ -471,7 +472,9 @@ fn serve_request<A: Application + ?Sized>(
     *request.version_mut() = version;
     *request.headers_mut() = headers;
     request.extensions_mut().insert(environ);
+    // ANCHOR_END: build_request
 
+    // ANCHOR: call_and_write
     let response = call_catching_panics(app, request).unwrap_or_else(|error| {
         // The last resort when no error layer is present; the layer logs
         // and reports with the request's context.
@@ -513,6 +516,7 @@ fn serve_request<A: Application + ?Sized>(
         keep_alive = lock(input).drain(config.drain_limit);
     }
     Ok(keep_alive)
+    // ANCHOR_END: call_and_write
 }
 
 /// Whether the connection can be reused once the response is sent: the body
