@@ -100,7 +100,6 @@ const LIFE_OF_A_REQUEST: &str = "life-of-a-request.md";
 /// every chapter, every chapter after the life of a request pointing back
 /// to it, and a chapter for every middleware module. `repo` is the
 /// repository root (holding `book/src` and `middleware/src`).
-
 pub fn check(repo: &Path) -> Vec<String> {
     let src = repo.join("book/src");
     let mut problems = Vec::new();
