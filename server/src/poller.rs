@@ -55,6 +55,8 @@ pub(crate) enum Ready {
 /// [`Poller::give_back`] or close it with [`Poller::close`].
 pub(crate) struct Lease {
     pub(crate) connection: Box<Connection>,
+    /// The client shut its side (or the socket failed) as of the wake-up.
+    pub(crate) peer_closed: bool,
     token: u64,
 }
 
@@ -129,7 +131,7 @@ impl Poller {
             Ok(1) => match events[0].data() {
                 LISTENER => Ready::Listener,
                 WAKER => Ready::Wake,
-                token => self.lease(token),
+                token => self.lease(token, events[0].events()),
             },
             Ok(_) | Err(Errno::EINTR) => Ready::Nothing,
             Err(errno) => {
@@ -143,7 +145,7 @@ impl Poller {
     }
 
     // ANCHOR: lease
-    fn lease(&self, token: u64) -> Ready {
+    fn lease(&self, token: u64, flags: EpollFlags) -> Ready {
         let mut table = self.table();
         let Some(entry) = table
             .get_mut(slot(token))
@@ -152,7 +154,13 @@ impl Poller {
             return Ready::Nothing;
         };
         match std::mem::replace(&mut entry.state, State::Leased { woken: false }) {
-            State::Waiting { connection, .. } => Ready::Connection(Lease { connection, token }),
+            State::Waiting { connection, .. } => Ready::Connection(Lease {
+                connection,
+                peer_closed: flags.intersects(
+                    EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
+                ),
+                token,
+            }),
             State::Leased { .. } => {
                 entry.state = State::Leased { woken: true };
                 Ready::Nothing
@@ -199,7 +207,11 @@ impl Poller {
         match entry.state {
             State::Leased { woken: true } => {
                 entry.state = State::Leased { woken: false };
-                Some(lease)
+                // The flags of the missed wake-up are unknown: assume the worst.
+                Some(Lease {
+                    peer_closed: true,
+                    ..lease
+                })
             }
             _ => {
                 entry.state = State::Waiting {
@@ -257,8 +269,12 @@ impl Poller {
             let mut table = self.table();
             let keys: Vec<usize> = table
                 .iter()
-                .filter(|(_, entry)| {
-                    matches!(entry.state, State::Waiting { deadline, .. } if deadline <= now)
+                .filter(|(_, entry)| match &entry.state {
+                    State::Waiting {
+                        connection,
+                        deadline,
+                    } => *deadline <= now && !connection.next_request_arrived(),
+                    State::Leased { .. } => false,
                 })
                 .map(|(key, _)| key)
                 .collect();

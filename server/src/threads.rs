@@ -20,6 +20,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -157,10 +158,24 @@ impl<A: Application> Shared<A> {
 
     fn serve(&self, mut lease: Lease, scratch: &mut Scratch) {
         loop {
-            let next =
-                lease
-                    .connection
-                    .serve_ready(&self.app, &self.config, scratch, &self.stopping);
+            let Lease {
+                connection,
+                peer_closed,
+                ..
+            } = &mut lease;
+            // Application panics are caught around the call; this catches
+            // the rest (a streamed body's iterator, a completion hook), so
+            // the thread lives on and the connection's entry is freed.
+            let next = panic::catch_unwind(AssertUnwindSafe(|| {
+                connection.serve_ready(
+                    &self.app,
+                    &self.config,
+                    scratch,
+                    &self.stopping,
+                    *peer_closed,
+                )
+            }))
+            .unwrap_or(Next::Close);
             match next {
                 Next::Read { deadline } if !self.stopping.load(Ordering::Acquire) => {
                     match self.poller.give_back(lease, deadline) {

@@ -71,3 +71,35 @@ fn a_panic_on_the_only_thread_answers_500_and_the_server_goes_on() {
     assert!(read_response(&mut second).ends_with("fine\n"));
     server.shutdown();
 }
+
+#[test]
+fn a_panic_while_streaming_the_body_closes_that_connection_only() {
+    let app = |request: Request| -> Response {
+        if request.uri().path() == "/broken-stream" {
+            let chunks = (0..3).map(|n| {
+                assert!(n < 1, "the body's iterator panicked");
+                Ok(turnstile_core::Bytes::from_static(b"chunk\n"))
+            });
+            return Response::new(turnstile_core::ResponseBody::stream(chunks));
+        }
+        Response::new("fine\n".into())
+    };
+    let server = spawn_server_with_threads(app, ConnConfig::default(), 1);
+    for _ in 0..3 {
+        let mut broken = connect(server.addr());
+        broken
+            .write_all(b"GET /broken-stream HTTP/1.1\r\n\r\n")
+            .unwrap();
+        let response = read_to_close(&mut broken);
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(
+            !response.ends_with("0\r\n\r\n"),
+            "a cut body must not look complete: {response}"
+        );
+    }
+    // The only thread survived every panic.
+    let mut next = connect(server.addr());
+    next.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_response(&mut next).ends_with("fine\n"));
+    server.shutdown();
+}

@@ -174,3 +174,15 @@ fn a_client_that_stops_reading_frees_the_only_thread_after_the_io_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     drop(reader);
 }
+
+#[test]
+fn a_client_that_sends_its_request_and_shuts_its_side_is_closed_at_once() {
+    // The request and the FIN arrive together: after the response the
+    // connection must see the end of the stream, not wait for keep-alive.
+    let server = spawn_server_with_threads(hello, patient(), 1);
+    let mut stream = connect(server.addr());
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let response = read_to_close(&mut stream);
+    assert!(response.ends_with("Hello, world!\n"), "{response}");
+}

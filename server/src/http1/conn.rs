@@ -298,13 +298,28 @@ impl Connection {
             stream,
             input,
             environ,
-            head_started: None,
+            // The first head is timed from the accept.
+            head_started: Some(Instant::now()),
         })
     }
 
     /// The socket, for registering with the poller.
     pub(crate) fn socket(&self) -> &TcpStream {
         &self.stream
+    }
+
+    /// Whether it is between requests with input waiting on the socket: a
+    /// request that arrived just as its keep-alive time ran out, which the
+    /// poller is about to hand to a thread.
+    pub(crate) fn next_request_arrived(&self) -> bool {
+        let mut byte = [0u8; 1];
+        self.head_started.is_none()
+            && recv(
+                self.stream.as_raw_fd(),
+                &mut byte,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            )
+            .is_ok_and(|n| n > 0)
     }
 
     /// Waiting for a head: until the head timeout once it has started,
@@ -322,16 +337,19 @@ impl Connection {
     /// slowly. Returns [`Next::Read`] once every byte that had arrived is
     /// read: the poller then wakes it for the next ones. When `closing` is
     /// set the response in progress says `Connection: close` and the
-    /// connection ends.
+    /// connection ends. `peer_closed` says the poller saw the client shut
+    /// its side.
     pub(crate) fn serve_ready<A: Application + ?Sized>(
         &mut self,
         app: &A,
         config: &ConnConfig,
         scratch: &mut Scratch,
         closing: &AtomicBool,
+        peer_closed: bool,
     ) -> Next {
         // A read shorter than the space offered emptied the socket; what
-        // arrives after it wakes the poller again.
+        // arrives after it wakes the poller again. Not so for the end of
+        // the stream: when the peer has closed, read until it shows.
         let mut drained = false;
         loop {
             let mut input = lock(&self.input);
@@ -363,7 +381,7 @@ impl Connection {
                     }
                     match input.fill_now() {
                         Ok((0, _)) => return Next::Close,
-                        Ok((_, filled)) => drained = !filled,
+                        Ok((_, filled)) => drained = !filled && !peer_closed,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             return self.wait(config);
                         }
