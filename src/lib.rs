@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apps;
+pub mod config;
 
 pub use turnstile_core::*;
 pub use turnstile_middleware as middleware;

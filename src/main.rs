@@ -1,119 +1,132 @@
 //! The `turnstile` binary: serves a built-in application over HTTP/1.1.
 //!
 //! `cargo run --release` serves the demo application on 127.0.0.1:8000.
-//! Flags follow Gunicorn's names; `turnstile --help` lists them.
+//! Settings follow Gunicorn's names and come from flags, `TURNSTILE_*`
+//! environment variables and a TOML file (see `turnstile::config`);
+//! `turnstile --help` lists them.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use turnstile::config::{AppName, Config};
 use turnstile::server::Server;
-use turnstile::server::http1::Limits;
-use turnstile::server::http1::conn::ConnConfig;
 use turnstile::{Application, apps};
 
 /// A pre-forking HTTP/1.1 server for Rust applications.
+///
+/// Every setting can also be given as TURNSTILE_<NAME> in the environment
+/// or as <name> in the TOML file; flags win over the environment, which
+/// wins over the file.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The address to listen on.
-    #[arg(short, long, default_value = "127.0.0.1:8000")]
-    bind: String,
-    /// Request threads.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
-    threads: u16,
-    /// The built-in application to serve.
-    #[arg(long, value_enum, default_value_t = App::Demo)]
-    app: App,
-    /// The layers to wrap the application in: `all`, `none` (the bare
-    /// engine), or a comma-separated list of layer names.
-    #[arg(long, default_value = "all", value_parser = parse_middleware)]
-    middleware: Middleware,
-    /// Longest request line, in bytes.
-    #[arg(long, default_value_t = 4094)]
-    limit_request_line: usize,
-    /// Most header fields in a request.
-    #[arg(long, default_value_t = 100)]
-    limit_request_fields: usize,
-    /// Longest header field line, in bytes, counting its CRLF.
-    #[arg(long, default_value_t = 8190)]
-    limit_request_field_size: usize,
-    /// Largest request body, in bytes (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    limit_request_body: u64,
-    /// Seconds an idle keep-alive connection is kept.
-    #[arg(long, default_value_t = 2)]
-    keepalive: u64,
+    /// The address to listen on [default: 127.0.0.1:8000, or 0.0.0.0:$PORT]
+    #[arg(short, long)]
+    bind: Option<String>,
+    /// Request threads [default: 8]
+    #[arg(long)]
+    threads: Option<String>,
+    /// The built-in application: demo, hello or environ [default: demo]
+    #[arg(long)]
+    app: Option<String>,
+    /// The layers: all, none (the bare engine), or a comma-separated list
+    /// [default: all]
+    #[arg(long)]
+    middleware: Option<String>,
+    /// Seconds an idle keep-alive connection is kept; 0 closes after each
+    /// response [default: 2]
+    #[arg(long)]
+    keepalive: Option<String>,
+    /// Longest request line, in bytes [default: 4094]
+    #[arg(long)]
+    limit_request_line: Option<String>,
+    /// Most header fields in a request [default: 100]
+    #[arg(long)]
+    limit_request_fields: Option<String>,
+    /// Longest header field line, in bytes, counting its CRLF [default: 8190]
+    #[arg(long)]
+    limit_request_field_size: Option<String>,
+    /// Largest request body, in bytes; 0 for no limit [default: 0]
+    #[arg(long)]
+    limit_request_body: Option<String>,
+    /// A TOML file of settings (or TURNSTILE_CONFIG)
+    #[arg(short = 'c', long)]
+    config: Option<PathBuf>,
+    /// Check the settings and exit: 0 when they are good, 2 when not
+    #[arg(long)]
+    check_config: bool,
+    /// Print every effective setting, and where it came from, as TOML, and exit
+    #[arg(long)]
+    print_config: bool,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum App {
-    /// A few routes that exercise the server (see `turnstile::apps::demo`).
-    Demo,
-    /// `Hello, world!` for every request, for benchmarks.
-    Hello,
-    /// What the application saw, as JSON (see `turnstile::apps::environ`).
-    Environ,
+impl Args {
+    fn flags(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("bind", &self.bind),
+            ("threads", &self.threads),
+            ("app", &self.app),
+            ("middleware", &self.middleware),
+            ("keepalive", &self.keepalive),
+            ("limit_request_line", &self.limit_request_line),
+            ("limit_request_fields", &self.limit_request_fields),
+            ("limit_request_field_size", &self.limit_request_field_size),
+            ("limit_request_body", &self.limit_request_body),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_deref().map(|value| (name, value)))
+        .collect()
+    }
 }
 
-/// The layers the binary knows, outermost first. Each layer's issue adds
-/// its name here and its construction in `wrap`.
-const LAYERS: &[&str] = &[];
-
-/// The layers chosen with `--middleware`, outermost first.
-#[derive(Clone, Debug)]
-struct Middleware(Vec<&'static str>);
-
-fn parse_middleware(list: &str) -> Result<Middleware, String> {
-    match list.trim() {
-        "all" => return Ok(Middleware(LAYERS.to_vec())),
-        "none" | "" => return Ok(Middleware(Vec::new())),
-        _ => {}
-    }
-    let mut chosen = Vec::new();
-    for name in list.split(',').map(str::trim) {
-        let Some(known) = LAYERS.iter().find(|known| **known == name) else {
-            let known = if LAYERS.is_empty() {
-                "none yet".to_owned()
-            } else {
-                LAYERS.join(", ")
-            };
-            return Err(format!(
-                "unknown layer `{name}` (known layers: {known}; or `all`, `none`)"
-            ));
-        };
-        if !chosen.contains(known) {
-            chosen.push(*known);
-        }
-    }
-    // Whatever order they are listed in, layers stack in their one order.
-    chosen.sort_by_key(|name| LAYERS.iter().position(|known| known == name));
-    Ok(Middleware(chosen))
+fn load(args: &Args) -> Result<Config, String> {
+    let path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("TURNSTILE_CONFIG").map(PathBuf::from));
+    let file = match &path {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let path_text = path.as_ref().map(|path| path.display().to_string());
+    let file = path_text.as_deref().zip(file.as_deref());
+    Config::resolve(&args.flags(), |name| std::env::var(name).ok(), file).map_err(|e| e.to_string())
 }
 
 /// Serves `app` wrapped in the chosen layers.
-fn wrap_and_run(server: Server, app: impl Application, middleware: &Middleware) {
+fn wrap_and_run(server: Server, app: impl Application, config: &Config) {
     // No layer has landed yet: every choice is the bare application.
-    debug_assert!(middleware.0.is_empty());
+    debug_assert!(config.middleware.is_empty());
     server.run(app);
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let conn = ConnConfig {
-        limits: Limits {
-            request_line: args.limit_request_line,
-            header_fields: args.limit_request_fields,
-            header_field_size: args.limit_request_field_size,
-        },
-        max_body: (args.limit_request_body > 0).then_some(args.limit_request_body),
-        keepalive: Duration::from_secs(args.keepalive),
-        ..ConnConfig::default()
-    };
-    let server = match Server::bind(&args.bind) {
-        Ok(server) => server.threads(args.threads.into()).connection_config(conn),
+    let config = match load(&args) {
+        Ok(config) => config,
         Err(error) => {
-            eprintln!("turnstile: cannot listen on {}: {error}", args.bind);
+            eprintln!("turnstile: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if args.check_config {
+        println!("turnstile: the configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let server = match Server::bind(&config.bind) {
+        Ok(server) => server
+            .threads(config.threads)
+            .connection_config(config.connection_config()),
+        Err(error) => {
+            eprintln!("turnstile: cannot listen on {}: {error}", config.bind);
             return ExitCode::from(2);
         }
     };
@@ -124,10 +137,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    match args.app {
-        App::Demo => wrap_and_run(server, apps::demo, &args.middleware),
-        App::Hello => wrap_and_run(server, apps::hello, &args.middleware),
-        App::Environ => wrap_and_run(server, apps::environ, &args.middleware),
+    match config.app {
+        AppName::Demo => wrap_and_run(server, apps::demo, &config),
+        AppName::Hello => wrap_and_run(server, apps::hello, &config),
+        AppName::Environ => wrap_and_run(server, apps::environ, &config),
     }
     ExitCode::SUCCESS
 }

@@ -3,3 +3,6 @@
 
 /// The `turnstile` binary, run as a user runs it.
 mod binary;
+
+/// Settings from flags, environment and file.
+mod config;

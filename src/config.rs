@@ -1,0 +1,491 @@
+//! The `turnstile` binary's settings, gathered from four places with one
+//! precedence: command-line flags, then environment variables, then a TOML
+//! file, then the defaults.
+//!
+//! Every setting has a Gunicorn-style name (`limit_request_line`), a flag
+//! (`--limit-request-line`), an environment variable
+//! (`TURNSTILE_LIMIT_REQUEST_LINE`) and a key in the file. The file is
+//! named by `-c/--config PATH` or `TURNSTILE_CONFIG`. `PORT`, as set by
+//! platforms such as Heroku, makes the default bind `0.0.0.0:$PORT`.
+//!
+//! Every value is checked the same way wherever it came from, and an error
+//! names its source: a bad value or an unknown key stops the binary with
+//! exit code 2 before anything starts.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use turnstile::config::{Config, Origin};
+//!
+//! let env = HashMap::from([("TURNSTILE_THREADS".to_owned(), "4".to_owned())]);
+//! let file = "threads = 2\nkeepalive = 5\n";
+//! let flags = [("bind", "127.0.0.1:9000")];
+//! let config = Config::resolve(&flags, |name| env.get(name).cloned(), Some(("turnstile.toml", file))).unwrap();
+//! assert_eq!(config.threads, 4); // the environment beats the file
+//! assert_eq!(config.keepalive.as_secs(), 5);
+//! assert_eq!(config.bind, "127.0.0.1:9000");
+//! assert_eq!(config.origin("threads"), Some(&Origin::Env("TURNSTILE_THREADS".into())));
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::server::http1::Limits;
+use crate::server::http1::conn::ConnConfig;
+
+/// One setting: its name and what it means.
+struct Setting {
+    name: &'static str,
+    default: &'static str,
+    help: &'static str,
+}
+
+/// Every setting, in the order `--print-config` shows them.
+const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "bind",
+        default: "127.0.0.1:8000",
+        help: "the address to listen on (0.0.0.0:$PORT when PORT is set)",
+    },
+    Setting {
+        name: "threads",
+        default: "8",
+        help: "request threads",
+    },
+    Setting {
+        name: "app",
+        default: "demo",
+        help: "the built-in application: demo, hello or environ",
+    },
+    Setting {
+        name: "middleware",
+        default: "all",
+        help: "the layers: all, none, or a comma-separated list",
+    },
+    Setting {
+        name: "keepalive",
+        default: "2",
+        help: "seconds an idle keep-alive connection is kept (0: close after each response)",
+    },
+    Setting {
+        name: "limit_request_line",
+        default: "4094",
+        help: "longest request line, in bytes",
+    },
+    Setting {
+        name: "limit_request_fields",
+        default: "100",
+        help: "most header fields in a request",
+    },
+    Setting {
+        name: "limit_request_field_size",
+        default: "8190",
+        help: "longest header field line, in bytes, counting its CRLF",
+    },
+    Setting {
+        name: "limit_request_body",
+        default: "0",
+        help: "largest request body, in bytes (0: no limit)",
+    },
+];
+
+/// The layers the binary knows, outermost first. Each layer's issue adds
+/// its name here and its construction in the binary.
+pub const LAYERS: &[&str] = &[];
+
+/// Where a setting's value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Nobody set it.
+    Default,
+    /// The TOML file at this path.
+    File(String),
+    /// This environment variable.
+    Env(String),
+    /// This command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("default"),
+            Self::File(path) => write!(f, "file {path}"),
+            Self::Env(name) => write!(f, "environment {name}"),
+            Self::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// The built-in applications.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppName {
+    /// [`crate::apps::demo`].
+    Demo,
+    /// [`crate::apps::hello`].
+    Hello,
+    /// [`crate::apps::environ`].
+    Environ,
+}
+
+/// A setting that could not be used, and where it came from.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The effective settings.
+#[derive(Debug)]
+pub struct Config {
+    /// `bind`.
+    pub bind: String,
+    /// `threads`, at least 1.
+    pub threads: usize,
+    /// `app`.
+    pub app: AppName,
+    /// `middleware`: the chosen layers, outermost first.
+    pub middleware: Vec<&'static str>,
+    /// `keepalive`.
+    pub keepalive: Duration,
+    /// The request limits.
+    pub limits: Limits,
+    /// `limit_request_body`, `None` for no limit.
+    pub max_body: Option<u64>,
+    /// Each setting's value as text, and its origin, in `SETTINGS` order.
+    sources: Vec<(&'static str, String, Origin)>,
+}
+
+impl Config {
+    /// Resolves the settings from the `flags` given (setting name and
+    /// value), the environment (`env` looks a variable up), and the
+    /// optional file (its path and contents).
+    ///
+    /// # Errors
+    ///
+    /// An unknown key in the file, a file that is not TOML, or a value
+    /// that does not fit its setting, named with its origin.
+    pub fn resolve(
+        flags: &[(&str, &str)],
+        env: impl Fn(&str) -> Option<String>,
+        file: Option<(&str, &str)>,
+    ) -> Result<Self, ConfigError> {
+        let mut values: Vec<(&'static str, String, Origin)> = SETTINGS
+            .iter()
+            .map(|setting| (setting.name, setting.default.to_owned(), Origin::Default))
+            .collect();
+        let mut set = |name: &str, value: String, origin: Origin| {
+            if let Some(slot) = values.iter_mut().find(|(known, ..)| *known == name) {
+                slot.1 = value;
+                slot.2 = origin;
+            }
+        };
+
+        if let Some((path, text)) = file {
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e| ConfigError(format!("{path} is not valid TOML: {e}")))?;
+            for (key, value) in table {
+                if !SETTINGS.iter().any(|setting| setting.name == key) {
+                    return Err(ConfigError(format!(
+                        "{path}: unknown setting `{key}` (known: {})",
+                        setting_names()
+                    )));
+                }
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|item| item.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| {
+                            ConfigError(format!("{path}: `{key}` must be a list of strings"))
+                        })?
+                        .join(","),
+                    other => {
+                        return Err(ConfigError(format!(
+                            "{path}: `{key}` cannot be {}",
+                            other.type_str()
+                        )));
+                    }
+                };
+                set(&key, text, Origin::File(path.to_owned()));
+            }
+        }
+
+        if let Some(port) = env("PORT") {
+            set(
+                "bind",
+                format!("0.0.0.0:{port}"),
+                Origin::Env("PORT".into()),
+            );
+        }
+        for setting in SETTINGS {
+            let variable = format!("TURNSTILE_{}", setting.name.to_uppercase());
+            if let Some(value) = env(&variable) {
+                set(setting.name, value, Origin::Env(variable));
+            }
+        }
+
+        for (name, value) in flags {
+            let flag = format!("--{}", name.replace('_', "-"));
+            set(name, (*value).to_owned(), Origin::Flag(flag));
+        }
+
+        Self::from_values(values)
+    }
+
+    fn from_values(sources: Vec<(&'static str, String, Origin)>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            sources
+                .iter()
+                .find(|(known, ..)| *known == name)
+                .map(|(_, value, origin)| (value.trim(), origin))
+                .expect("every setting has a value")
+        };
+        let bad = |name: &str, expected: &str| {
+            let (value, origin) = get(name);
+            ConfigError(format!(
+                "invalid {name} {value:?} (from {origin}): expected {expected}"
+            ))
+        };
+        let number = |name: &str| -> Result<u64, ConfigError> {
+            get(name).0.parse().map_err(|_| bad(name, "a whole number"))
+        };
+        let size = |name: &str| -> Result<usize, ConfigError> {
+            usize::try_from(number(name)?).map_err(|_| bad(name, "a smaller number"))
+        };
+
+        let bind = get("bind").0.to_owned();
+        if bind.is_empty() {
+            return Err(bad("bind", "an address such as 127.0.0.1:8000"));
+        }
+        let threads = size("threads")?;
+        if threads == 0 {
+            return Err(bad("threads", "at least 1"));
+        }
+        let app = match get("app").0 {
+            "demo" => AppName::Demo,
+            "hello" => AppName::Hello,
+            "environ" => AppName::Environ,
+            _ => return Err(bad("app", "demo, hello or environ")),
+        };
+        let (middleware_list, middleware_origin) = get("middleware");
+        let middleware = parse_middleware(middleware_list).map_err(|e| {
+            ConfigError(format!(
+                "invalid middleware (from {middleware_origin}): {e}"
+            ))
+        })?;
+        let max_body = number("limit_request_body")?;
+        Ok(Self {
+            bind,
+            threads,
+            app,
+            middleware,
+            keepalive: Duration::from_secs(number("keepalive")?),
+            limits: Limits {
+                request_line: size("limit_request_line")?,
+                header_fields: size("limit_request_fields")?,
+                header_field_size: size("limit_request_field_size")?,
+            },
+            max_body: (max_body > 0).then_some(max_body),
+            sources,
+        })
+    }
+
+    /// Where the value of the setting `name` came from.
+    pub fn origin(&self, name: &str) -> Option<&Origin> {
+        self.sources
+            .iter()
+            .find(|(known, ..)| *known == name)
+            .map(|(.., origin)| origin)
+    }
+
+    /// The per-connection settings for the server.
+    pub fn connection_config(&self) -> ConnConfig {
+        ConnConfig {
+            limits: self.limits,
+            max_body: self.max_body,
+            keepalive: self.keepalive,
+            ..ConnConfig::default()
+        }
+    }
+
+    /// Every effective value as TOML that can be used as a config file,
+    /// each with its origin and meaning as a comment.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        for ((name, value, origin), setting) in self.sources.iter().zip(SETTINGS) {
+            let value = value.trim();
+            let literal = if value.parse::<u64>().is_ok() {
+                value.to_owned()
+            } else {
+                toml::Value::String(value.to_owned()).to_string()
+            };
+            out.push_str(&format!(
+                "{name} = {literal}  # {origin}: {}\n",
+                setting.help
+            ));
+        }
+        out
+    }
+}
+
+fn setting_names() -> String {
+    SETTINGS
+        .iter()
+        .map(|setting| setting.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Parses `all`, `none` or a comma-separated list of known layers into the
+/// chosen layers, outermost first whatever order they were listed in.
+fn parse_middleware(list: &str) -> Result<Vec<&'static str>, String> {
+    match list.trim() {
+        "all" => return Ok(LAYERS.to_vec()),
+        "none" | "" => return Ok(Vec::new()),
+        _ => {}
+    }
+    let mut chosen = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let Some(known) = LAYERS.iter().find(|known| **known == name) else {
+            let known = if LAYERS.is_empty() {
+                "none yet".to_owned()
+            } else {
+                LAYERS.join(", ")
+            };
+            return Err(format!(
+                "unknown layer `{name}` (known layers: {known}; or `all`, `none`)"
+            ));
+        };
+        if !chosen.contains(known) {
+            chosen.push(*known);
+        }
+    }
+    chosen.sort_by_key(|name| LAYERS.iter().position(|known| known == name));
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(
+        flags: &[(&str, &str)],
+        env: &[(&str, &str)],
+        file: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::resolve(
+            flags,
+            |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            file.map(|text| ("turnstile.toml", text)),
+        )
+    }
+
+    #[test]
+    fn defaults_are_gunicorns() {
+        let config = resolve(&[], &[], None).unwrap();
+        assert_eq!(config.bind, "127.0.0.1:8000");
+        assert_eq!(config.keepalive, Duration::from_secs(2));
+        assert_eq!(config.limits.request_line, 4094);
+        assert_eq!(config.limits.header_fields, 100);
+        assert_eq!(config.limits.header_field_size, 8190);
+        assert_eq!(config.max_body, None);
+        assert_eq!(config.origin("bind"), Some(&Origin::Default));
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file() {
+        let file = "threads = 2\nkeepalive = 3\nlimit_request_line = 1000\n";
+        let env = [("TURNSTILE_THREADS", "4"), ("TURNSTILE_KEEPALIVE", "5")];
+        let config = resolve(&[("keepalive", "7")], &env, Some(file)).unwrap();
+        assert_eq!(config.threads, 4);
+        assert_eq!(config.keepalive, Duration::from_secs(7));
+        assert_eq!(config.limits.request_line, 1000);
+        assert_eq!(
+            config.origin("limit_request_line"),
+            Some(&Origin::File("turnstile.toml".into()))
+        );
+        assert_eq!(
+            config.origin("keepalive"),
+            Some(&Origin::Flag("--keepalive".into()))
+        );
+    }
+
+    #[test]
+    fn port_sets_the_default_bind_but_not_an_explicit_one() {
+        let config = resolve(&[], &[("PORT", "5000")], None).unwrap();
+        assert_eq!(config.bind, "0.0.0.0:5000");
+        let env = [("PORT", "5000"), ("TURNSTILE_BIND", "127.0.0.1:6000")];
+        assert_eq!(resolve(&[], &env, None).unwrap().bind, "127.0.0.1:6000");
+    }
+
+    #[test]
+    fn bad_values_and_keys_name_their_source() {
+        type Pairs<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Pairs<'_>, Pairs<'_>, Option<&str>, &str); 6] = [
+            (
+                &[("threads", "0")],
+                &[],
+                None,
+                "invalid threads \"0\" (from flag --threads)",
+            ),
+            (
+                &[],
+                &[("TURNSTILE_KEEPALIVE", "soon")],
+                None,
+                "from environment TURNSTILE_KEEPALIVE",
+            ),
+            (&[], &[], Some("workerz = 3\n"), "unknown setting `workerz`"),
+            (&[], &[], Some("threads = \n"), "is not valid TOML"),
+            (
+                &[],
+                &[],
+                Some("threads = true\n"),
+                "`threads` cannot be boolean",
+            ),
+            (
+                &[("app", "django")],
+                &[],
+                None,
+                "expected demo, hello or environ",
+            ),
+        ];
+        for (flags, env, file, needle) in cases {
+            let error = resolve(flags, env, file).unwrap_err().to_string();
+            assert!(error.contains(needle), "{error:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn middleware_lists_accept_known_layers_only() {
+        assert_eq!(parse_middleware("none"), Ok(Vec::new()));
+        assert_eq!(parse_middleware("all"), Ok(LAYERS.to_vec()));
+        let error = parse_middleware("logging").unwrap_err();
+        assert!(error.contains("unknown layer `logging`"), "{error}");
+    }
+
+    #[test]
+    fn printed_config_is_toml_that_resolves_to_the_same_values() {
+        let config = resolve(&[("threads", "3"), ("app", "hello")], &[], None).unwrap();
+        let printed = config.to_toml();
+        assert!(
+            printed.contains("threads = 3  # flag --threads"),
+            "{printed}"
+        );
+        let again = resolve(&[], &[], Some(&printed)).unwrap();
+        assert_eq!(again.threads, 3);
+        assert_eq!(again.app, AppName::Hello);
+        assert_eq!(again.bind, config.bind);
+    }
+}
