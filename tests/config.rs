@@ -1,10 +1,10 @@
 //! The binary's settings from flags, environment and file, as a user meets
 //! them: `--print-config`, `--check-config`, and a server configured by file.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use crate::support::Turnstile;
 
 /// A config file under the temp folder, removed on drop.
 struct ConfigFile(PathBuf);
@@ -94,28 +94,6 @@ fn check_config_exits_2_on_a_bad_setting_and_0_on_good_ones() {
 #[test]
 fn a_server_configured_by_file_serves_as_told() {
     let file = ConfigFile::new("serve", "bind = \"127.0.0.1:0\"\napp = \"hello\"\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-        .args(["--config", file.0.to_str().unwrap()])
-        .env_remove("PORT")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("turnstile: listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    stream
-        .write_all(b"GET /any/path HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(response.ends_with("\r\n\r\nHello, world!\n"), "{response}");
+    let server = Turnstile::start_exactly(&["--config", file.0.to_str().unwrap()]);
+    assert!(server.get("/any/path").ends_with("\r\n\r\nHello, world!\n"));
 }

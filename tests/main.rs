@@ -1,6 +1,9 @@
 //! End-to-end tests of the `turnstile` package: real processes, and (with
 //! the engine) real sockets. One binary, one module per area.
 
+/// Starting the binary on a free port and talking to it.
+mod support;
+
 /// The `turnstile` binary, run as a user runs it.
 mod binary;
 
