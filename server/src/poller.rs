@@ -85,10 +85,6 @@ pub(crate) struct Poller {
     waker: EventFd,
 }
 
-fn io_error(errno: Errno) -> io::Error {
-    io::Error::from_raw_os_error(errno as i32)
-}
-
 fn slot(token: u64) -> usize {
     (token & u64::from(u32::MAX)) as usize
 }
@@ -97,14 +93,11 @@ impl Poller {
     /// A poller watching `listener`, which it makes non-blocking.
     pub(crate) fn new(listener: &TcpListener) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io_error)?;
-        epoll.add(listener, listener_event()).map_err(io_error)?;
-        let waker = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(io_error)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(listener, listener_event())?;
+        let waker = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         // Level-triggered: it stays ready, so every thread sees it.
-        epoll
-            .add(&waker, EpollEvent::new(EpollFlags::EPOLLIN, WAKER))
-            .map_err(io_error)?;
+        epoll.add(&waker, EpollEvent::new(EpollFlags::EPOLLIN, WAKER))?;
         Ok(Self {
             epoll,
             table: Mutex::new(Slab::new()),
@@ -167,7 +160,6 @@ impl Poller {
             }
         }
     }
-
     // ANCHOR_END: lease
 
     /// Watches a newly accepted connection, closing it at `deadline` if no
@@ -183,9 +175,7 @@ impl Poller {
             EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET,
             token,
         );
-        self.epoll
-            .add(connection.socket(), event)
-            .map_err(io_error)?;
+        self.epoll.add(connection.socket(), event)?;
         entry.insert(Entry {
             token,
             state: State::Waiting {
@@ -222,7 +212,6 @@ impl Poller {
             }
         }
     }
-
     // ANCHOR_END: give_back
 
     /// Closes a leased connection.

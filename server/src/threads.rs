@@ -24,7 +24,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use turnstile_core::{Application, Environ, Worker};
@@ -199,8 +199,8 @@ impl<A: Application> Shared<A> {
                     environ.client_addr = Some(peer);
                     environ.server_addr = Some(self.local_addr);
                     environ.worker = self.worker;
-                    let deadline = Instant::now() + self.config.head_timeout;
                     if let Ok(connection) = Connection::new(stream, environ, &self.config) {
+                        let deadline = connection.deadline(&self.config);
                         let _ = self.poller.admit(Box::new(connection), deadline);
                     }
                 }

@@ -249,7 +249,8 @@ pub(crate) struct Connection {
     stream: Arc<TcpStream>,
     input: Arc<Mutex<Input>>,
     environ: Environ,
-    /// When the head now in the buffer started to arrive, while incomplete.
+    /// When the head being waited for started: the accept for the first
+    /// one, its first byte for later ones; `None` between requests.
     head_started: Option<Instant>,
 }
 
@@ -322,14 +323,13 @@ impl Connection {
             .is_ok_and(|n| n > 0)
     }
 
-    /// Waiting for a head: until the head timeout once it has started,
-    /// else for the keep-alive time.
-    fn wait(&self, config: &ConnConfig) -> Next {
-        let deadline = match self.head_started {
+    /// How long it may wait for input: until the head timeout once a head
+    /// has started, else for the keep-alive time.
+    pub(crate) fn deadline(&self, config: &ConnConfig) -> Instant {
+        match self.head_started {
             Some(started) => started + config.head_timeout,
             None => Instant::now() + config.keepalive,
-        };
-        Next::Read { deadline }
+        }
     }
 
     /// Serves every request whose bytes have arrived, reading the socket
@@ -377,13 +377,17 @@ impl Connection {
                         self.head_started = Some(Instant::now());
                     }
                     if drained {
-                        return self.wait(config);
+                        return Next::Read {
+                            deadline: self.deadline(config),
+                        };
                     }
                     match input.fill_now() {
                         Ok((0, _)) => return Next::Close,
                         Ok((_, filled)) => drained = !filled && !peer_closed,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            return self.wait(config);
+                            return Next::Read {
+                                deadline: self.deadline(config),
+                            };
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => return Next::Close,

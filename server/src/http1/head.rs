@@ -278,10 +278,11 @@ fn parse_complete_head(head: &[u8], fields: usize) -> Result<RequestHead> {
     let (framing, compressed) = framing(version, &headers)?;
     let keep_alive = !compressed && keep_alive(version, &headers);
     let expect_continue = expect_continue(version, &headers)?;
+    let target = raw.slice_ref(raw_target);
     Ok(RequestHead {
-        raw: raw.clone(),
+        raw,
         method,
-        target: raw.slice_ref(raw_target),
+        target,
         uri,
         version,
         headers,
