@@ -29,62 +29,97 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::server::DEFAULT_THREADS;
 use crate::server::http1::Limits;
 use crate::server::http1::conn::ConnConfig;
 
-/// One setting: its name and what it means.
-struct Setting {
-    name: &'static str,
-    default: &'static str,
-    help: &'static str,
+/// One setting: its names in each source, its meaning and its default.
+#[derive(Debug)]
+pub struct Setting {
+    /// The key in the file; upper-cased after `TURNSTILE_`, the variable in
+    /// the environment.
+    pub name: &'static str,
+    /// The long flag, without its dashes.
+    pub flag: &'static str,
+    /// The short flag, for the few that have one.
+    pub short: Option<char>,
+    /// What it means, for `--help` and `--print-config`.
+    pub help: &'static str,
+    /// Taken from the library's own defaults, so the two cannot drift.
+    default: fn() -> String,
 }
 
-/// Every setting, in the order `--print-config` shows them.
-const SETTINGS: &[Setting] = &[
+impl Setting {
+    /// The value when no source sets it.
+    pub fn default_value(&self) -> String {
+        (self.default)()
+    }
+}
+
+/// Every setting, in the order `--help` and `--print-config` show them.
+pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "bind",
-        default: "127.0.0.1:8000",
+        flag: "bind",
+        short: Some('b'),
         help: "the address to listen on (0.0.0.0:$PORT when PORT is set)",
+        default: || "127.0.0.1:8000".to_owned(),
     },
     Setting {
         name: "threads",
-        default: "8",
+        flag: "threads",
+        short: None,
         help: "request threads",
+        default: || DEFAULT_THREADS.to_string(),
     },
     Setting {
         name: "app",
-        default: "demo",
+        flag: "app",
+        short: None,
         help: "the built-in application: demo, hello or environ",
+        default: || "demo".to_owned(),
     },
     Setting {
         name: "middleware",
-        default: "all",
-        help: "the layers: all, none, or a comma-separated list",
+        flag: "middleware",
+        short: None,
+        help: "the layers: all, none (the bare engine), or a comma-separated list",
+        default: || "all".to_owned(),
     },
     Setting {
         name: "keepalive",
-        default: "2",
+        flag: "keepalive",
+        short: None,
         help: "seconds an idle keep-alive connection is kept (0: close after each response)",
+        default: || ConnConfig::default().keepalive.as_secs().to_string(),
     },
     Setting {
         name: "limit_request_line",
-        default: "4094",
+        flag: "limit-request-line",
+        short: None,
         help: "longest request line, in bytes",
+        default: || Limits::default().request_line.to_string(),
     },
     Setting {
         name: "limit_request_fields",
-        default: "100",
+        flag: "limit-request-fields",
+        short: None,
         help: "most header fields in a request",
+        default: || Limits::default().header_fields.to_string(),
     },
     Setting {
         name: "limit_request_field_size",
-        default: "8190",
+        flag: "limit-request-field-size",
+        short: None,
         help: "longest header field line, in bytes, counting its CRLF",
+        default: || Limits::default().header_field_size.to_string(),
     },
     Setting {
         name: "limit_request_body",
-        default: "0",
+        flag: "limit-request-body",
+        short: None,
         help: "largest request body, in bytes (0: no limit)",
+        default: || ConnConfig::default().max_body.unwrap_or(0).to_string(),
     },
 ];
 
@@ -162,7 +197,7 @@ pub struct Config {
 
 impl Config {
     /// Resolves the settings from the `flags` given (setting name and
-    /// value), the environment (`env` looks a variable up), and the
+    /// value; names not in [`SETTINGS`] are ignored), the environment (`env` looks a variable up), and the
     /// optional file (its path and contents).
     ///
     /// # Errors
@@ -176,7 +211,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut values: Vec<(&'static str, String, Origin)> = SETTINGS
             .iter()
-            .map(|setting| (setting.name, setting.default.to_owned(), Origin::Default))
+            .map(|setting| (setting.name, setting.default_value(), Origin::Default))
             .collect();
         let mut set = |name: &str, value: String, origin: Origin| {
             if let Some(slot) = values.iter_mut().find(|(known, ..)| *known == name) {
@@ -233,8 +268,10 @@ impl Config {
         }
 
         for (name, value) in flags {
-            let flag = format!("--{}", name.replace('_', "-"));
-            set(name, (*value).to_owned(), Origin::Flag(flag));
+            if let Some(setting) = SETTINGS.iter().find(|setting| setting.name == *name) {
+                let flag = format!("--{}", setting.flag);
+                set(name, (*value).to_owned(), Origin::Flag(flag));
+            }
         }
 
         Self::from_values(values)

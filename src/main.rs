@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use turnstile::config::{AppName, Config};
+use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches, Parser};
+use turnstile::config::{AppName, Config, SETTINGS};
 use turnstile::server::Server;
 use turnstile::{Application, apps};
 
@@ -21,35 +21,6 @@ use turnstile::{Application, apps};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The address to listen on [default: 127.0.0.1:8000, or 0.0.0.0:$PORT]
-    #[arg(short, long)]
-    bind: Option<String>,
-    /// Request threads [default: 8]
-    #[arg(long)]
-    threads: Option<String>,
-    /// The built-in application: demo, hello or environ [default: demo]
-    #[arg(long)]
-    app: Option<String>,
-    /// The layers: all, none (the bare engine), or a comma-separated list
-    /// [default: all]
-    #[arg(long)]
-    middleware: Option<String>,
-    /// Seconds an idle keep-alive connection is kept; 0 closes after each
-    /// response [default: 2]
-    #[arg(long)]
-    keepalive: Option<String>,
-    /// Longest request line, in bytes [default: 4094]
-    #[arg(long)]
-    limit_request_line: Option<String>,
-    /// Most header fields in a request [default: 100]
-    #[arg(long)]
-    limit_request_fields: Option<String>,
-    /// Longest header field line, in bytes, counting its CRLF [default: 8190]
-    #[arg(long)]
-    limit_request_field_size: Option<String>,
-    /// Largest request body, in bytes; 0 for no limit [default: 0]
-    #[arg(long)]
-    limit_request_body: Option<String>,
     /// A TOML file of settings (or TURNSTILE_CONFIG)
     #[arg(short = 'c', long)]
     config: Option<PathBuf>,
@@ -61,40 +32,48 @@ struct Args {
     print_config: bool,
 }
 
-impl Args {
-    fn flags(&self) -> Vec<(&'static str, &str)> {
-        [
-            ("bind", &self.bind),
-            ("threads", &self.threads),
-            ("app", &self.app),
-            ("middleware", &self.middleware),
-            ("keepalive", &self.keepalive),
-            ("limit_request_line", &self.limit_request_line),
-            ("limit_request_fields", &self.limit_request_fields),
-            ("limit_request_field_size", &self.limit_request_field_size),
-            ("limit_request_body", &self.limit_request_body),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| value.as_deref().map(|value| (name, value)))
-        .collect()
-    }
+/// The command line: `Args`, and a flag for every setting.
+fn command() -> clap::Command {
+    SETTINGS.iter().fold(Args::command(), |command, setting| {
+        let arg = Arg::new(setting.name)
+            .long(setting.flag)
+            .value_name("VALUE")
+            .help(format!(
+                "{} [default: {}]",
+                setting.help,
+                setting.default_value()
+            ));
+        command.arg(match setting.short {
+            Some(short) => arg.short(short),
+            None => arg,
+        })
+    })
 }
 
-fn load(args: &Args) -> Result<Config, String> {
+fn load(args: &Args, matches: &ArgMatches) -> Result<Config, String> {
+    let flags: Vec<(&str, &str)> = SETTINGS
+        .iter()
+        .filter_map(|setting| {
+            let value = matches.get_one::<String>(setting.name)?;
+            Some((setting.name, value.as_str()))
+        })
+        .collect();
     let path = args
         .config
         .clone()
         .or_else(|| std::env::var_os("TURNSTILE_CONFIG").map(PathBuf::from));
-    let file = match &path {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?,
-        ),
+    let file = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+            Some((path.display().to_string(), text))
+        }
         None => None,
     };
-    let path_text = path.as_ref().map(|path| path.display().to_string());
-    let file = path_text.as_deref().zip(file.as_deref());
-    Config::resolve(&args.flags(), |name| std::env::var(name).ok(), file).map_err(|e| e.to_string())
+    let file = file
+        .as_ref()
+        .map(|(path, text)| (path.as_str(), text.as_str()));
+    Config::resolve(&flags, |name| std::env::var(name).ok(), file).map_err(|e| e.to_string())
 }
 
 /// Serves `app` wrapped in the chosen layers.
@@ -105,8 +84,9 @@ fn wrap_and_run(server: Server, app: impl Application, config: &Config) {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let config = match load(&args) {
+    let matches = command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let config = match load(&args, &matches) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("turnstile: {error}");

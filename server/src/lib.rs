@@ -14,4 +14,4 @@ pub mod http1;
 mod poller;
 mod threads;
 
-pub use threads::{Server, ServerHandle};
+pub use threads::{DEFAULT_THREADS, Server, ServerHandle};

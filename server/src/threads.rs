@@ -32,6 +32,9 @@ use turnstile_core::{Application, Environ, Worker};
 use crate::http1::conn::{ConnConfig, Connection, Next, Scratch};
 use crate::poller::{Lease, Poller, Ready};
 
+/// Request threads when [`Server::threads`] is not called (`--threads`).
+pub const DEFAULT_THREADS: usize = 8;
+
 /// A server bound to a listening socket, not yet serving.
 #[derive(Debug)]
 pub struct Server {
@@ -50,7 +53,7 @@ impl Server {
     pub fn from_listener(listener: TcpListener) -> Self {
         Self {
             listener,
-            threads: 8,
+            threads: DEFAULT_THREADS,
             conn: ConnConfig::default(),
         }
     }
