@@ -7,29 +7,8 @@ use turnstile_core::{Bytes, Completion, Request, Response, ResponseBody, on_comp
 use turnstile_server::http1::conn::ConnConfig;
 
 use crate::support::{
-    connect, read_response, read_to_close, spawn_server, spawn_server_with_threads,
+    connect, echo, hello, read_response, read_to_close, spawn_server, spawn_server_with_threads,
 };
-
-fn hello(_request: Request) -> Response {
-    Response::new("Hello, world!\n".into())
-}
-
-fn echo(request: Request) -> std::io::Result<Response> {
-    let mut body = request.into_body();
-    let mut bytes = Vec::new();
-    body.read_to_end(&mut bytes)?;
-    let mut response = Response::new(bytes.into());
-    if let Some(trailers) = body.trailers() {
-        for (name, value) in trailers {
-            let name = format!("x-trailer-{name}");
-            response.headers_mut().insert(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.clone(),
-            );
-        }
-    }
-    Ok(response)
-}
 
 #[test]
 fn serves_a_request_with_date_server_and_length() {

@@ -2,7 +2,7 @@
 //! may hold a thread the next client needs, and each is closed when its
 //! timeout runs out.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,17 +10,9 @@ use std::time::{Duration, Instant};
 use turnstile_core::{Bytes, Request, Response, ResponseBody};
 use turnstile_server::http1::conn::ConnConfig;
 
-use crate::support::{connect, read_response, read_to_close, spawn_server_with_threads};
-
-fn hello(_request: Request) -> Response {
-    Response::new("Hello, world!\n".into())
-}
-
-fn echo(request: Request) -> std::io::Result<Response> {
-    let mut bytes = Vec::new();
-    request.into_body().read_to_end(&mut bytes)?;
-    Ok(Response::new(bytes.into()))
-}
+use crate::support::{
+    connect, echo, hello, read_response, read_to_close, spawn_server_with_threads,
+};
 
 fn patient() -> ConnConfig {
     ConnConfig {

@@ -1,11 +1,11 @@
 //! Helpers shared by the test modules: a real server on a loopback port and
-//! a few ways to read its answers.
+//! a few ways to read its answers, and the small applications most tests serve.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use turnstile_core::Application;
+use turnstile_core::{Application, Request, Response};
 use turnstile_server::http1::conn::ConnConfig;
 use turnstile_server::{Server, ServerHandle};
 
@@ -72,4 +72,27 @@ pub(crate) fn read_response(stream: &mut TcpStream) -> String {
     let mut body = vec![0; length];
     stream.read_exact(&mut body).unwrap();
     head + &String::from_utf8_lossy(&body)
+}
+
+/// Every request gets `Hello, world!\n`.
+pub(crate) fn hello(_request: Request) -> Response {
+    Response::new("Hello, world!\n".into())
+}
+
+/// The request body back, and each trailer as an `x-trailer-NAME` header.
+pub(crate) fn echo(request: Request) -> std::io::Result<Response> {
+    let mut body = request.into_body();
+    let mut bytes = Vec::new();
+    body.read_to_end(&mut bytes)?;
+    let mut response = Response::new(bytes.into());
+    if let Some(trailers) = body.trailers() {
+        for (name, value) in trailers {
+            let name = format!("x-trailer-{name}");
+            response.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.clone(),
+            );
+        }
+    }
+    Ok(response)
 }
