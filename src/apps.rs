@@ -64,7 +64,9 @@ pub fn demo(request: Request) -> Result<Response, DemoError> {
 /// {"method": "POST", "target": "/p?q", "version": "HTTP/1.1",
 ///  "headers": [["Host", "h"], ["X-A", "1"], ["x-a", "2"]],
 ///  "body_base64": "aGk=", "trailers": [["checksum", "42"]],
-///  "remote_addr": "127.0.0.1:40000", "scheme": "http", "pid": 4242}
+///  "remote_addr": "127.0.0.1:40000", "client_addr": "127.0.0.1:40000",
+///  "scheme": "http", "pid": 4242, "worker": 1,
+///  "request_id": "5f0c2a9e-41d3-4b6a-8e1f-0c9d2b7a6e51"}
 /// ```
 ///
 /// `target` is the request-target as sent and `headers` every field line in
@@ -127,8 +129,11 @@ pub fn environ(request: Request) -> std::io::Result<Response> {
         "body_base64": base64::engine::general_purpose::STANDARD.encode(&body),
         "trailers": trailers,
         "remote_addr": facts.remote_addr.map(|addr| addr.to_string()),
+        "client_addr": facts.client_addr.map(|addr| addr.to_string()),
         "scheme": facts.scheme.as_str(),
-        "pid": std::process::id(),
+        "pid": facts.worker.pid,
+        "worker": facts.worker.id,
+        "request_id": facts.request_id.to_string(),
     });
     let mut response = Response::new(format!("{answer}\n").into());
     response.headers_mut().insert(

@@ -22,16 +22,16 @@
 //! let config = Config::resolve(&flags, |name| env.get(name).cloned(), Some(("turnstile.toml", file))).unwrap();
 //! assert_eq!(config.threads, 4); // the environment beats the file
 //! assert_eq!(config.keepalive.as_secs(), 5);
-//! assert_eq!(config.bind, "127.0.0.1:9000");
+//! assert_eq!(config.bind, ["127.0.0.1:9000"]);
 //! assert_eq!(config.origin("threads"), Some(&Origin::Env("TURNSTILE_THREADS".into())));
 //! ```
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::server::DEFAULT_THREADS;
 use crate::server::http1::Limits;
 use crate::server::http1::conn::ConnConfig;
+use crate::server::{ArbiterConfig, DEFAULT_THREADS};
 
 /// One setting: its names in each source, its meaning and its default.
 #[derive(Debug)]
@@ -45,8 +45,22 @@ pub struct Setting {
     pub short: Option<char>,
     /// What it means, for `--help` and `--print-config`.
     pub help: &'static str,
+    /// Whether it takes a value, is a switch, or may be repeated.
+    pub kind: Kind,
     /// Taken from the library's own defaults, so the two cannot drift.
     default: fn() -> String,
+}
+
+/// How a setting is written on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `--name VALUE`.
+    Value,
+    /// `--name VALUE`, repeatable; a comma-separated list in the
+    /// environment, an array in the file.
+    List,
+    /// `--name` alone turns it on; `true` or `false` elsewhere.
+    Switch,
 }
 
 impl Setting {
@@ -62,14 +76,25 @@ pub const SETTINGS: &[Setting] = &[
         name: "bind",
         flag: "bind",
         short: Some('b'),
-        help: "the address to listen on (0.0.0.0:$PORT when PORT is set)",
+        help: "where to listen: HOST:PORT, unix:PATH or fd://FD; repeat for several \
+               (0.0.0.0:$PORT when PORT is set)",
+        kind: Kind::List,
         default: || "127.0.0.1:8000".to_owned(),
+    },
+    Setting {
+        name: "workers",
+        flag: "workers",
+        short: Some('w'),
+        help: "worker processes (WEB_CONCURRENCY when it is set)",
+        kind: Kind::Value,
+        default: || ArbiterConfig::default().workers.to_string(),
     },
     Setting {
         name: "threads",
         flag: "threads",
         short: None,
         help: "request threads",
+        kind: Kind::Value,
         default: || DEFAULT_THREADS.to_string(),
     },
     Setting {
@@ -77,6 +102,7 @@ pub const SETTINGS: &[Setting] = &[
         flag: "app",
         short: None,
         help: "the built-in application: demo, hello or environ",
+        kind: Kind::Value,
         default: || "demo".to_owned(),
     },
     Setting {
@@ -84,6 +110,7 @@ pub const SETTINGS: &[Setting] = &[
         flag: "middleware",
         short: None,
         help: "the layers: all, none (the bare engine), or a comma-separated list",
+        kind: Kind::Value,
         default: || "all".to_owned(),
     },
     Setting {
@@ -91,6 +118,7 @@ pub const SETTINGS: &[Setting] = &[
         flag: "keepalive",
         short: None,
         help: "seconds an idle keep-alive connection is kept (0: close after each response)",
+        kind: Kind::Value,
         default: || ConnConfig::default().keepalive.as_secs().to_string(),
     },
     Setting {
@@ -98,6 +126,7 @@ pub const SETTINGS: &[Setting] = &[
         flag: "limit-request-line",
         short: None,
         help: "longest request line, in bytes",
+        kind: Kind::Value,
         default: || Limits::default().request_line.to_string(),
     },
     Setting {
@@ -105,6 +134,7 @@ pub const SETTINGS: &[Setting] = &[
         flag: "limit-request-fields",
         short: None,
         help: "most header fields in a request",
+        kind: Kind::Value,
         default: || Limits::default().header_fields.to_string(),
     },
     Setting {
@@ -112,6 +142,7 @@ pub const SETTINGS: &[Setting] = &[
         flag: "limit-request-field-size",
         short: None,
         help: "longest header field line, in bytes, counting its CRLF",
+        kind: Kind::Value,
         default: || Limits::default().header_field_size.to_string(),
     },
     Setting {
@@ -119,7 +150,72 @@ pub const SETTINGS: &[Setting] = &[
         flag: "limit-request-body",
         short: None,
         help: "largest request body, in bytes (0: no limit)",
+        kind: Kind::Value,
         default: || ConnConfig::default().max_body.unwrap_or(0).to_string(),
+    },
+    Setting {
+        name: "timeout",
+        flag: "timeout",
+        short: Some('t'),
+        help: "seconds a request may run (or a worker stay silent) before the worker is \
+               aborted and replaced (0: never)",
+        kind: Kind::Value,
+        default: || ArbiterConfig::default().timeout.as_secs().to_string(),
+    },
+    Setting {
+        name: "graceful_timeout",
+        flag: "graceful-timeout",
+        short: None,
+        help: "seconds a stopping worker gets to finish its requests before it is killed",
+        kind: Kind::Value,
+        default: || {
+            ArbiterConfig::default()
+                .graceful_timeout
+                .as_secs()
+                .to_string()
+        },
+    },
+    Setting {
+        name: "max_requests",
+        flag: "max-requests",
+        short: None,
+        help: "requests a worker serves before it is replaced (0: no limit)",
+        kind: Kind::Value,
+        default: || ArbiterConfig::default().max_requests.to_string(),
+    },
+    Setting {
+        name: "max_requests_jitter",
+        flag: "max-requests-jitter",
+        short: None,
+        help: "up to this many more requests, drawn per worker, so workers do not all \
+               retire at once",
+        kind: Kind::Value,
+        default: || ArbiterConfig::default().max_requests_jitter.to_string(),
+    },
+    Setting {
+        name: "preload",
+        flag: "preload",
+        short: None,
+        help: "build the application in the arbiter, before forking the workers",
+        kind: Kind::Switch,
+        default: || "false".to_owned(),
+    },
+    Setting {
+        name: "backlog",
+        flag: "backlog",
+        short: None,
+        help: "connections the kernel queues before they are accepted",
+        kind: Kind::Value,
+        default: || ArbiterConfig::default().backlog.to_string(),
+    },
+    Setting {
+        name: "errorlog",
+        flag: "error-logfile",
+        short: None,
+        help: "where the server logs its own events: a file, or - for standard error; \
+               SIGUSR1 reopens it",
+        kind: Kind::Value,
+        default: || "-".to_owned(),
     },
 ];
 
@@ -177,8 +273,10 @@ impl std::error::Error for ConfigError {}
 /// The effective settings.
 #[derive(Debug)]
 pub struct Config {
-    /// `bind`.
-    pub bind: String,
+    /// `bind`: one address or more.
+    pub bind: Vec<String>,
+    /// `workers`, at least 1.
+    pub workers: usize,
     /// `threads`, at least 1.
     pub threads: usize,
     /// `app`.
@@ -191,6 +289,20 @@ pub struct Config {
     pub limits: Limits,
     /// `limit_request_body`, `None` for no limit.
     pub max_body: Option<u64>,
+    /// `timeout`; zero turns it off.
+    pub timeout: Duration,
+    /// `graceful_timeout`.
+    pub graceful_timeout: Duration,
+    /// `max_requests`; zero for no limit.
+    pub max_requests: u64,
+    /// `max_requests_jitter`.
+    pub max_requests_jitter: u64,
+    /// `preload`.
+    pub preload: bool,
+    /// `backlog`.
+    pub backlog: u32,
+    /// `errorlog`: a path, or `-` for standard error.
+    pub errorlog: String,
     /// Each setting's value as text, and its origin, in `SETTINGS` order.
     sources: Vec<(&'static str, String, Origin)>,
 }
@@ -234,6 +346,7 @@ impl Config {
                 let text = match value {
                     toml::Value::String(s) => s,
                     toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
                     toml::Value::Array(items) => items
                         .iter()
                         .map(|item| item.as_str().map(str::to_owned))
@@ -253,12 +366,17 @@ impl Config {
             }
         }
 
+        // The platform conventions (Heroku's and others'), below Turnstile's
+        // own variables.
         if let Some(port) = env("PORT") {
             set(
                 "bind",
                 format!("0.0.0.0:{port}"),
                 Origin::Env("PORT".into()),
             );
+        }
+        if let Some(workers) = env("WEB_CONCURRENCY") {
+            set("workers", workers, Origin::Env("WEB_CONCURRENCY".into()));
         }
         for setting in SETTINGS {
             let variable = format!("TURNSTILE_{}", setting.name.to_uppercase());
@@ -298,13 +416,38 @@ impl Config {
             usize::try_from(number(name)?).map_err(|_| bad(name, "a smaller number"))
         };
 
-        let bind = get("bind").0.to_owned();
+        let seconds = |name: &str| number(name).map(Duration::from_secs);
+        let switch = |name: &str| match get(name).0 {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(bad(name, "true or false")),
+        };
+
+        let bind: Vec<String> = get("bind")
+            .0
+            .split(',')
+            .map(str::trim)
+            .filter(|spec| !spec.is_empty())
+            .map(str::to_owned)
+            .collect();
         if bind.is_empty() {
             return Err(bad("bind", "an address such as 127.0.0.1:8000"));
+        }
+        let workers = size("workers")?;
+        if workers == 0 {
+            return Err(bad("workers", "at least 1"));
         }
         let threads = size("threads")?;
         if threads == 0 {
             return Err(bad("threads", "at least 1"));
+        }
+        let backlog = u32::try_from(number("backlog")?)
+            .ok()
+            .filter(|backlog| *backlog > 0)
+            .ok_or_else(|| bad("backlog", "a number from 1 to 4294967295"))?;
+        let errorlog = get("errorlog").0.to_owned();
+        if errorlog.is_empty() {
+            return Err(bad("errorlog", "a file path, or - for standard error"));
         }
         let app = match get("app").0 {
             "demo" => AppName::Demo,
@@ -321,6 +464,7 @@ impl Config {
         let max_body = number("limit_request_body")?;
         Ok(Self {
             bind,
+            workers,
             threads,
             app,
             middleware,
@@ -331,6 +475,13 @@ impl Config {
                 header_field_size: size("limit_request_field_size")?,
             },
             max_body: (max_body > 0).then_some(max_body),
+            timeout: seconds("timeout")?,
+            graceful_timeout: seconds("graceful_timeout")?,
+            max_requests: number("max_requests")?,
+            max_requests_jitter: number("max_requests_jitter")?,
+            preload: switch("preload")?,
+            backlog,
+            errorlog,
             sources,
         })
     }
@@ -353,16 +504,38 @@ impl Config {
         }
     }
 
+    /// The arbiter's settings.
+    pub fn arbiter_config(&self) -> ArbiterConfig {
+        ArbiterConfig {
+            binds: self.bind.clone(),
+            backlog: self.backlog,
+            workers: self.workers,
+            threads: self.threads,
+            timeout: self.timeout,
+            graceful_timeout: self.graceful_timeout,
+            max_requests: self.max_requests,
+            max_requests_jitter: self.max_requests_jitter,
+            connection: self.connection_config(),
+        }
+    }
+
     /// Every effective value as TOML that can be used as a config file,
     /// each with its origin and meaning as a comment.
     pub fn to_toml(&self) -> String {
         let mut out = String::new();
         for ((name, value, origin), setting) in self.sources.iter().zip(SETTINGS) {
             let value = value.trim();
-            let literal = if value.parse::<u64>().is_ok() {
-                value.to_owned()
-            } else {
-                toml::Value::String(value.to_owned()).to_string()
+            let literal = match setting.kind {
+                Kind::List => toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(|item| toml::Value::String(item.trim().to_owned()))
+                        .collect(),
+                )
+                .to_string(),
+                Kind::Switch => value.to_owned(),
+                Kind::Value if value.parse::<u64>().is_ok() => value.to_owned(),
+                Kind::Value => toml::Value::String(value.to_owned()).to_string(),
             };
             out.push_str(&format!(
                 "{name} = {literal}  # {origin}: {}\n",
@@ -432,7 +605,12 @@ mod tests {
     #[test]
     fn defaults_are_gunicorns() {
         let config = resolve(&[], &[], None).unwrap();
-        assert_eq!(config.bind, "127.0.0.1:8000");
+        assert_eq!(config.bind, ["127.0.0.1:8000"]);
+        assert_eq!(config.workers, 1);
+        assert_eq!(config.timeout, Duration::from_secs(30));
+        assert_eq!(config.graceful_timeout, Duration::from_secs(30));
+        assert_eq!(config.backlog, 2048);
+        assert!(!config.preload);
         assert_eq!(config.keepalive, Duration::from_secs(2));
         assert_eq!(config.limits.request_line, 4094);
         assert_eq!(config.limits.header_fields, 100);
@@ -462,9 +640,43 @@ mod tests {
     #[test]
     fn port_sets_the_default_bind_but_not_an_explicit_one() {
         let config = resolve(&[], &[("PORT", "5000")], None).unwrap();
-        assert_eq!(config.bind, "0.0.0.0:5000");
+        assert_eq!(config.bind, ["0.0.0.0:5000"]);
         let env = [("PORT", "5000"), ("TURNSTILE_BIND", "127.0.0.1:6000")];
-        assert_eq!(resolve(&[], &env, None).unwrap().bind, "127.0.0.1:6000");
+        assert_eq!(resolve(&[], &env, None).unwrap().bind, ["127.0.0.1:6000"]);
+    }
+
+    #[test]
+    fn web_concurrency_sets_the_workers_below_turnstiles_own_variable() {
+        let config = resolve(&[], &[("WEB_CONCURRENCY", "3")], None).unwrap();
+        assert_eq!(config.workers, 3);
+        assert_eq!(
+            config.origin("workers"),
+            Some(&Origin::Env("WEB_CONCURRENCY".into()))
+        );
+        let env = [("WEB_CONCURRENCY", "3"), ("TURNSTILE_WORKERS", "5")];
+        assert_eq!(resolve(&[], &env, None).unwrap().workers, 5);
+        let flags = [("workers", "2")];
+        assert_eq!(resolve(&flags, &env, None).unwrap().workers, 2);
+    }
+
+    #[test]
+    fn lists_and_switches_come_from_every_source() {
+        let file = "bind = [\"127.0.0.1:7000\", \"unix:/tmp/t.sock\"]\npreload = true\n";
+        let config = resolve(&[], &[], Some(file)).unwrap();
+        assert_eq!(config.bind, ["127.0.0.1:7000", "unix:/tmp/t.sock"]);
+        assert!(config.preload);
+        let env = [
+            ("TURNSTILE_BIND", "127.0.0.1:1,127.0.0.1:2"),
+            ("TURNSTILE_PRELOAD", "no"),
+        ];
+        let config = resolve(&[], &env, Some(file)).unwrap();
+        assert_eq!(config.bind, ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert!(!config.preload);
+        let error = resolve(&[], &[("TURNSTILE_PRELOAD", "maybe")], None).unwrap_err();
+        assert!(
+            error.to_string().contains("expected true or false"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -488,8 +700,8 @@ mod tests {
             (
                 &[],
                 &[],
-                Some("threads = true\n"),
-                "`threads` cannot be boolean",
+                Some("threads = 2.5\n"),
+                "`threads` cannot be float",
             ),
             (
                 &[("app", "django")],
@@ -522,6 +734,7 @@ mod tests {
         );
         let again = resolve(&[], &[], Some(&printed)).unwrap();
         assert_eq!(again.threads, 3);
+        assert_eq!(again.preload, config.preload);
         assert_eq!(again.app, AppName::Hello);
         assert_eq!(again.bind, config.bind);
     }

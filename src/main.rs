@@ -5,13 +5,15 @@
 //! environment variables and a TOML file (see `turnstile::config`);
 //! `turnstile --help` lists them.
 
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::rc::Rc;
 
-use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches, Parser};
-use turnstile::config::{AppName, Config, SETTINGS};
-use turnstile::server::Server;
-use turnstile::{Application, apps};
+use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
+use turnstile::config::{AppName, Config, Kind, SETTINGS};
+use turnstile::server::{Arbiter, log};
+use turnstile::{SharedApp, apps};
 
 /// A pre-forking HTTP/1.1 server for Rust applications.
 ///
@@ -35,14 +37,16 @@ struct Args {
 /// The command line: `Args`, and a flag for every setting.
 fn command() -> clap::Command {
     SETTINGS.iter().fold(Args::command(), |command, setting| {
-        let arg = Arg::new(setting.name)
-            .long(setting.flag)
-            .value_name("VALUE")
-            .help(format!(
-                "{} [default: {}]",
-                setting.help,
-                setting.default_value()
-            ));
+        let arg = Arg::new(setting.name).long(setting.flag).help(format!(
+            "{} [default: {}]",
+            setting.help,
+            setting.default_value()
+        ));
+        let arg = match setting.kind {
+            Kind::Value => arg.value_name("VALUE"),
+            Kind::List => arg.value_name("VALUE").action(ArgAction::Append),
+            Kind::Switch => arg.action(ArgAction::SetTrue),
+        };
         command.arg(match setting.short {
             Some(short) => arg.short(short),
             None => arg,
@@ -51,12 +55,23 @@ fn command() -> clap::Command {
 }
 
 fn load(args: &Args, matches: &ArgMatches) -> Result<Config, String> {
-    let flags: Vec<(&str, &str)> = SETTINGS
+    let values: Vec<(&str, String)> = SETTINGS
         .iter()
         .filter_map(|setting| {
-            let value = matches.get_one::<String>(setting.name)?;
-            Some((setting.name, value.as_str()))
+            let value = match setting.kind {
+                Kind::Switch => matches.get_flag(setting.name).then(|| "true".to_owned())?,
+                _ => matches
+                    .get_many::<String>(setting.name)?
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            Some((setting.name, value))
         })
+        .collect();
+    let flags: Vec<(&str, &str)> = values
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
         .collect();
     let path = args
         .config
@@ -76,11 +91,15 @@ fn load(args: &Args, matches: &ArgMatches) -> Result<Config, String> {
     Config::resolve(&flags, |name| std::env::var(name).ok(), file).map_err(|e| e.to_string())
 }
 
-/// Serves `app` wrapped in the chosen layers.
-fn wrap_and_run(server: Server, app: impl Application, config: &Config) {
+/// The application the settings choose, wrapped in the chosen layers.
+fn build_app(config: &Config) -> SharedApp {
     // No layer has landed yet: every choice is the bare application.
     debug_assert!(config.middleware.is_empty());
-    server.run(app);
+    match config.app {
+        AppName::Demo => SharedApp::new(apps::demo),
+        AppName::Hello => SharedApp::new(apps::hello),
+        AppName::Environ => SharedApp::new(apps::environ),
+    }
 }
 
 fn main() -> ExitCode {
@@ -101,26 +120,26 @@ fn main() -> ExitCode {
         println!("turnstile: the configuration is valid");
         return ExitCode::SUCCESS;
     }
-    let server = match Server::bind(&config.bind) {
-        Ok(server) => server
-            .threads(config.threads)
-            .connection_config(config.connection_config()),
-        Err(error) => {
-            eprintln!("turnstile: cannot listen on {}: {error}", config.bind);
-            return ExitCode::from(2);
-        }
-    };
-    match server.local_addr() {
-        Ok(addr) => println!("turnstile: listening on http://{addr}"),
-        Err(error) => {
-            eprintln!("turnstile: {error}");
-            return ExitCode::from(2);
-        }
+    if let Err(error) = log::to_file(Path::new(&config.errorlog)) {
+        eprintln!(
+            "turnstile: cannot open the log file {}: {error}",
+            config.errorlog
+        );
+        return ExitCode::from(2);
     }
-    match config.app {
-        AppName::Demo => wrap_and_run(server, apps::demo, &config),
-        AppName::Hello => wrap_and_run(server, apps::hello, &config),
-        AppName::Environ => wrap_and_run(server, apps::environ, &config),
-    }
-    ExitCode::SUCCESS
+    let arbiter = Arbiter::new(config.arbiter_config()).preload(config.preload);
+    // HUP re-reads the settings; workers forked after it build the
+    // application from the new ones (unless it was preloaded).
+    let current = Rc::new(RefCell::new(config));
+    let arbiter = arbiter.reload_with({
+        let current = current.clone();
+        move || {
+            let config = load(&args, &matches)?;
+            let arbiter_config = config.arbiter_config();
+            *current.borrow_mut() = config;
+            Ok(arbiter_config)
+        }
+    });
+    let code = arbiter.run(|| build_app(&current.borrow()));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -99,7 +99,12 @@ fn the_environ_app_shows_what_the_application_saw() {
         "{json}"
     );
     assert_eq!(json["scheme"], "http");
-    assert_eq!(json["pid"], server.child.id());
+    // A worker, forked by the arbiter, served it.
+    let pid = json["pid"].as_u64().unwrap() as u32;
+    assert_ne!(pid, server.child.id());
+    assert_eq!(crate::support::parent_of(pid), Some(server.child.id()));
+    assert_eq!(json["worker"], 1);
+    assert_eq!(json["request_id"].as_str().map(str::len), Some(36));
 }
 
 #[test]

@@ -59,7 +59,7 @@ fn print_config_shows_every_value_and_its_origin() {
         "{printed}"
     );
     assert!(
-        printed.contains("bind = \"127.0.0.1:8000\"  # default"),
+        printed.contains("bind = [\"127.0.0.1:8000\"]  # default"),
         "{printed}"
     );
 }

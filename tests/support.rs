@@ -65,3 +65,11 @@ impl Drop for Turnstile {
         let _ = self.child.wait();
     }
 }
+
+/// The parent of process `pid`, from `/proc`.
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: skip past it.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(1)?.parse().ok()
+}

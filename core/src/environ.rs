@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::uri::Scheme;
+use uuid::Uuid;
 
 use crate::Request;
 
@@ -55,6 +56,9 @@ pub struct Environ {
     pub raw_head: Bytes,
     /// Which worker serves the request.
     pub worker: Worker,
+    /// The id the server gave the request: unique across every worker of
+    /// the server, nil when no server set it.
+    pub request_id: Uuid,
 }
 
 static UNKNOWN: Environ = Environ::new();
@@ -71,6 +75,7 @@ impl Environ {
             raw_target: Bytes::new(),
             raw_head: Bytes::new(),
             worker: Worker { id: 0, pid: 0 },
+            request_id: Uuid::nil(),
         }
     }
 

@@ -39,10 +39,12 @@ pub mod completion;
 mod environ;
 mod error;
 mod layer;
+pub mod per_process;
 pub mod test;
 
 pub use bytes::{self, Bytes};
 pub use http;
+pub use uuid::{self, Uuid};
 
 pub use app::{AppResult, Application, BoxError, Either, IntoAppResult, SharedApp};
 pub use body::{BodyRead, ChunkStream, Content, RequestBody, ResponseBody};
@@ -50,6 +52,7 @@ pub use completion::{Completion, CompletionHooks, Outcome, on_complete};
 pub use environ::{Environ, Worker};
 pub use error::{Panicked, call_catching_panics, internal_server_error};
 pub use layer::{Identity, Layer, LayerFn, Stack, Stacked, layer_fn};
+pub use per_process::PerProcess;
 
 /// A request: the `http` crate's request with a streaming body. Its
 /// extensions hold an [`Environ`] with the facts not in the HTTP head.

@@ -5,13 +5,25 @@
 //! forks or handles signals, and the only one allowed `unsafe` (in its
 //! fork and signal module, each use documented).
 //!
-//! Built so far: [`http1`] (parsing and framing, which do no I/O, and the
-//! connection loop), the poller where connections wait between requests,
-//! and [`Server`], a pool of request threads in one process.
-//! The pre-fork arbiter comes next.
+//! - [`http1`]: parsing and framing, which do no I/O, and the connection
+//!   loop;
+//! - the poller, where connections wait between requests, and [`Server`],
+//!   a pool of request threads in one process (a worker, or a test);
+//! - [`Arbiter`]: binds the [`Listener`]s, forks the workers and supervises
+//!   them, with its [`hooks`].
 
+mod arbiter;
+pub mod hooks;
 pub mod http1;
+pub mod ids;
+mod in_flight;
+mod listen;
+pub mod log;
 mod poller;
 mod threads;
+mod worker;
 
+pub use arbiter::{APP_LOAD_ERROR, Arbiter, ArbiterConfig, WORKER_BOOT_ERROR};
+pub use in_flight::InFlight;
+pub use listen::{DEFAULT_BACKLOG, Listener};
 pub use threads::{DEFAULT_THREADS, Server, ServerHandle};

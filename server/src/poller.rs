@@ -19,7 +19,6 @@
 //! ones.
 
 use std::io;
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,18 +29,21 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use slab::Slab;
 
 use crate::http1::conn::Connection;
+use crate::listen::Listener;
 
 /// How often expired connections are looked for, and so how late past its
 /// deadline one may be closed.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
-const LISTENER: u64 = u64::MAX;
-const WAKER: u64 = u64::MAX - 1;
+const WAKER: u64 = u64::MAX;
+/// Listener `i`'s token is `FIRST_LISTENER - i`, above any connection's.
+const FIRST_LISTENER: u64 = u64::MAX - 1;
+const MAX_LISTENERS: u64 = 1024;
 
 /// What a waiting request thread was woken for.
 pub(crate) enum Ready {
-    /// The listener has connections to accept; re-arm it afterwards.
-    Listener,
+    /// This listener has connections to accept; re-arm it afterwards.
+    Listener(usize),
     /// The server is stopping.
     Wake,
     /// A connection has input; the caller holds it until it gives it back.
@@ -90,11 +92,13 @@ fn slot(token: u64) -> usize {
 }
 
 impl Poller {
-    /// A poller watching `listener`, which it makes non-blocking.
-    pub(crate) fn new(listener: &TcpListener) -> io::Result<Self> {
-        listener.set_nonblocking(true)?;
+    /// A poller watching `listeners`, which it makes non-blocking.
+    pub(crate) fn new(listeners: &[Listener]) -> io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        epoll.add(listener, listener_event())?;
+        for (index, listener) in listeners.iter().enumerate() {
+            listener.set_nonblocking()?;
+            epoll.add(listener, listener_event(index))?;
+        }
         let waker = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         // Level-triggered: it stays ready, so every thread sees it.
         epoll.add(&waker, EpollEvent::new(EpollFlags::EPOLLIN, WAKER))?;
@@ -122,15 +126,17 @@ impl Poller {
         self.sweep_if_due();
         match woken {
             Ok(1) => match events[0].data() {
-                LISTENER => Ready::Listener,
                 WAKER => Ready::Wake,
+                token if token > FIRST_LISTENER - MAX_LISTENERS => {
+                    Ready::Listener((FIRST_LISTENER - token) as usize)
+                }
                 token => self.lease(token, events[0].events()),
             },
             Ok(_) | Err(Errno::EINTR) => Ready::Nothing,
             Err(errno) => {
                 // Only a bug can make epoll_wait fail on a valid set; slow
                 // down rather than spin.
-                eprintln!("turnstile: epoll_wait failed: {errno}");
+                crate::log::critical(format_args!("epoll_wait failed: {errno}"));
                 std::thread::sleep(SWEEP_EVERY);
                 Ready::Nothing
             }
@@ -228,13 +234,13 @@ impl Poller {
         drop(lease);
     }
 
-    /// Arms the listener again after its connections were accepted.
-    pub(crate) fn rearm_listener(&self, listener: &TcpListener) {
-        let _ = self.epoll.modify(listener, &mut listener_event());
+    /// Arms listener `index` again after its connections were accepted.
+    pub(crate) fn rearm_listener(&self, index: usize, listener: &Listener) {
+        let _ = self.epoll.modify(listener, &mut listener_event(index));
     }
 
-    /// Stops watching the listener: no more connections are accepted.
-    pub(crate) fn stop_listening(&self, listener: &TcpListener) {
+    /// Stops watching a listener: no more connections are accepted from it.
+    pub(crate) fn stop_listening(&self, listener: &Listener) {
         let _ = self.epoll.delete(listener);
     }
 
@@ -274,8 +280,12 @@ impl Poller {
     }
 }
 
-/// The listener is one-shot, re-armed after each batch of accepts, so one
+/// A listener is one-shot, re-armed after each batch of accepts, so one
 /// thread accepts while the others serve.
-fn listener_event() -> EpollEvent {
-    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, LISTENER)
+fn listener_event(index: usize) -> EpollEvent {
+    assert!((index as u64) < MAX_LISTENERS, "too many listeners");
+    EpollEvent::new(
+        EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT,
+        FIRST_LISTENER - index as u64,
+    )
 }

@@ -1,5 +1,5 @@
-//! A fixed pool of request threads sharing one listener and one poller, and
-//! the in-process server API built on it.
+//! A fixed pool of request threads sharing the listeners and one poller, and
+//! the in-process server API built on it: a worker process runs one.
 //!
 //! A thread waits in the [`poller`](crate::poller) for a connection with
 //! input (or the listener with connections to accept), serves the requests
@@ -24,37 +24,49 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use turnstile_core::{Application, Environ, Worker};
 
 use crate::http1::conn::{ConnConfig, Connection, Next, Scratch};
+use crate::in_flight::{InFlight, Records};
+use crate::listen::Listener;
 use crate::poller::{Lease, Poller, Ready};
 
 /// Request threads when [`Server::threads`] is not called (`--threads`).
 pub const DEFAULT_THREADS: usize = 8;
 
-/// A server bound to a listening socket, not yet serving.
+/// A server bound to its listening sockets, not yet serving.
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     threads: usize,
     conn: ConnConfig,
+    worker: Worker,
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port).
+    /// Binds the TCP address `addr` (port 0 picks a free port).
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
         Ok(Self::from_listener(TcpListener::bind(addr)?))
     }
 
     /// Serves on a listener bound elsewhere (inherited, or from systemd).
-    pub fn from_listener(listener: TcpListener) -> Self {
+    pub fn from_listener(listener: impl Into<Listener>) -> Self {
+        Self::from_listeners(vec![listener.into()])
+    }
+
+    /// Serves on every one of `listeners` (several `--bind`s).
+    pub fn from_listeners(listeners: Vec<Listener>) -> Self {
         Self {
-            listener,
+            listeners,
             threads: DEFAULT_THREADS,
             conn: ConnConfig::default(),
+            worker: Worker {
+                id: 0,
+                pid: std::process::id(),
+            },
         }
     }
 
@@ -70,9 +82,18 @@ impl Server {
         self
     }
 
-    /// The address the server listens on.
+    /// Says which worker this is, for each request's [`Environ`].
+    pub(crate) fn worker(mut self, worker: Worker) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// The first TCP address the server listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners
+            .iter()
+            .find_map(Listener::local_addr)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no TCP listener"))
     }
 
     /// Starts the request threads and returns at once.
@@ -82,36 +103,35 @@ impl Server {
     /// If the operating system refuses an epoll set, an eventfd or a
     /// thread: nothing can be served then.
     pub fn spawn(self, app: impl Application) -> ServerHandle {
-        let addr = self
-            .listener
-            .local_addr()
-            .expect("a bound listener has an address");
-        let poller = Poller::new(&self.listener).expect("the poller starts");
+        let addr = self.local_addr().ok();
+        let poller = Poller::new(&self.listeners).expect("the poller starts");
+        crate::ids::ensure_seeded();
+        let mut records = Records::default();
+        let thread_records: Vec<_> = (0..self.threads).map(|_| records.add()).collect();
         let shared = Arc::new(Shared {
-            worker: Worker {
-                id: 0,
-                pid: std::process::id(),
-            },
-            local_addr: addr,
-            listener: self.listener,
+            worker: self.worker,
+            listeners: self.listeners,
             poller,
             app,
             config: self.conn,
             stopping: AtomicBool::new(false),
+            records,
         });
-        let threads = (0..self.threads)
-            .map(|n| {
+        let threads = thread_records
+            .into_iter()
+            .enumerate()
+            .map(|(n, record)| {
                 let shared = shared.clone();
                 thread::Builder::new()
                     .name(format!("turnstile-request-{n}"))
-                    .spawn(move || shared.request_thread())
+                    .spawn(move || shared.request_thread(Scratch::new(record)))
                     .expect("the request thread starts")
             })
             .collect();
-        let stop: Arc<dyn Stop> = shared;
+        let control: Arc<dyn Control> = shared;
         ServerHandle {
             addr,
-            stop,
+            control,
             threads,
         }
     }
@@ -135,21 +155,20 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// What the request threads share.
 struct Shared<A> {
     worker: Worker,
-    local_addr: SocketAddr,
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     poller: Poller,
     app: A,
     config: ConnConfig,
     stopping: AtomicBool,
+    records: Records,
 }
 
 impl<A: Application> Shared<A> {
     // ANCHOR: request_thread
-    fn request_thread(&self) {
-        let mut scratch = Scratch::default();
+    fn request_thread(&self, mut scratch: Scratch) {
         while !self.stopping.load(Ordering::Acquire) {
             match self.poller.wait() {
-                Ready::Listener => self.accept(),
+                Ready::Listener(index) => self.accept(index),
                 Ready::Connection(lease) => self.serve(lease, &mut scratch),
                 Ready::Wake => break,
                 Ready::Nothing => {}
@@ -193,14 +212,15 @@ impl<A: Application> Shared<A> {
     }
     // ANCHOR_END: request_thread
 
-    fn accept(&self) {
+    fn accept(&self, index: usize) {
+        let listener = &self.listeners[index];
         for _ in 0..ACCEPT_BATCH {
-            match self.listener.accept() {
+            match listener.accept() {
                 Ok((stream, peer)) => {
                     let mut environ = Environ::new();
-                    environ.remote_addr = Some(peer);
-                    environ.client_addr = Some(peer);
-                    environ.server_addr = Some(self.local_addr);
+                    environ.remote_addr = peer;
+                    environ.client_addr = peer;
+                    environ.server_addr = listener.local_addr();
                     environ.worker = self.worker;
                     if let Ok(connection) = Connection::new(stream, environ, &self.config) {
                         let deadline = connection.deadline(&self.config);
@@ -209,10 +229,10 @@ impl<A: Application> Shared<A> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if out_of_resources(&e) => {
-                    eprintln!(
-                        "turnstile: cannot accept a connection: {e}; retrying in {} ms",
+                    crate::log::warning(format_args!(
+                        "cannot accept a connection: {e}; retrying in {} ms",
                         ACCEPT_BACKOFF.as_millis()
-                    );
+                    ));
                     thread::sleep(ACCEPT_BACKOFF);
                     break;
                 }
@@ -222,7 +242,7 @@ impl<A: Application> Shared<A> {
             }
         }
         if !self.stopping.load(Ordering::Acquire) {
-            self.poller.rearm_listener(&self.listener);
+            self.poller.rearm_listener(index, listener);
         }
     }
 }
@@ -235,22 +255,29 @@ fn out_of_resources(error: &io::Error) -> bool {
 }
 
 /// The part of [`Shared`] the handle needs, without the application type.
-trait Stop: Send + Sync {
+trait Control: Send + Sync {
     fn stop(&self);
+    fn records(&self) -> &Records;
 }
 
-impl<A: Application> Stop for Shared<A> {
+impl<A: Application> Control for Shared<A> {
     fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        self.poller.stop_listening(&self.listener);
+        for listener in &self.listeners {
+            self.poller.stop_listening(listener);
+        }
         self.poller.wake();
+    }
+
+    fn records(&self) -> &Records {
+        &self.records
     }
 }
 
-/// A running server: its address, and the way to stop it.
+/// A running server: its address, what it is doing, and the way to stop it.
 pub struct ServerHandle {
-    addr: SocketAddr,
-    stop: Arc<dyn Stop>,
+    addr: Option<SocketAddr>,
+    control: Arc<dyn Control>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -264,18 +291,46 @@ impl std::fmt::Debug for ServerHandle {
 }
 
 impl ServerHandle {
-    /// The address the server listens on.
+    /// The first TCP address the server listens on.
+    ///
+    /// # Panics
+    ///
+    /// If it listens on Unix sockets only.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addr.expect("the server listens on TCP")
+    }
+
+    /// Requests served to the end so far.
+    pub fn requests_served(&self) -> u64 {
+        self.control.records().served()
+    }
+
+    /// The request that has been served longest, if one is being served.
+    pub fn oldest_in_flight(&self) -> Option<InFlight> {
+        self.control.records().oldest()
     }
 
     /// Stops accepting, lets every thread finish the request it is serving
     /// (its response says `Connection: close`), closes the idle connections,
     /// and returns when all threads have stopped.
     pub fn shutdown(self) {
-        self.stop.stop();
+        self.control.stop();
         for thread in self.threads {
             let _ = thread.join();
         }
+    }
+
+    /// As [`shutdown`](Self::shutdown), but gives up waiting at `deadline`.
+    /// Returns whether every thread finished; those that did not are left
+    /// running, for the process's exit to end.
+    pub fn shutdown_until(self, deadline: Instant) -> bool {
+        self.control.stop();
+        while Instant::now() < deadline {
+            if self.threads.iter().all(JoinHandle::is_finished) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.threads.iter().all(JoinHandle::is_finished)
     }
 }

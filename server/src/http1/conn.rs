@@ -7,7 +7,6 @@
 //! drained (up to a bound) so the next request starts at its first byte.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +24,8 @@ use super::head::{Framing, Limits, Parsed, RequestHead, parse_head};
 use super::write::{
     BodyFraming, CHUNK_END, DateCache, LAST_CHUNK, body_framing, chunk_start, write_head,
 };
+use crate::in_flight::{InFlight, ThreadRecord};
+use crate::listen::Stream;
 
 /// Settings for each connection.
 #[derive(Clone, Debug)]
@@ -63,7 +64,7 @@ impl Default for ConnConfig {
 
 /// The bytes read from a connection and the state of the current body.
 struct Input {
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
     /// Always initialised; `buf[start..end]` holds the bytes not yet used.
     buf: Vec<u8>,
     start: usize,
@@ -246,7 +247,7 @@ impl BodyRead for BodyReader {
 /// A request thread takes it when the poller says it is readable, calls
 /// [`Connection::serve_ready`], and parks it again or drops it as that says.
 pub(crate) struct Connection {
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
     input: Arc<Mutex<Input>>,
     environ: Environ,
     /// When the head being waited for started: the accept for the first
@@ -263,26 +264,32 @@ pub(crate) enum Next {
     Close,
 }
 
-/// Buffers a request thread reuses for every connection it serves.
-#[derive(Debug, Default)]
+/// A request thread's own state, reused for every connection it serves:
+/// buffers, and the record of what it is serving.
+#[derive(Debug)]
 pub(crate) struct Scratch {
     dates: DateCache,
     out: Vec<u8>,
+    record: Arc<ThreadRecord>,
+}
+
+impl Scratch {
+    pub(crate) fn new(record: Arc<ThreadRecord>) -> Self {
+        Self {
+            dates: DateCache::default(),
+            out: Vec::new(),
+            record,
+        }
+    }
 }
 
 impl Connection {
     /// Sets up a freshly accepted connection. `environ` carries the facts
     /// shared by every request on it (addresses, worker).
-    pub(crate) fn new(
-        stream: TcpStream,
-        environ: Environ,
-        config: &ConnConfig,
-    ) -> io::Result<Self> {
-        stream.set_nodelay(true)?;
+    pub(crate) fn new(stream: Stream, environ: Environ, config: &ConnConfig) -> io::Result<Self> {
         // Body reads and response writes block the request thread, so both
         // are bounded: a client that stops reading or sending is dropped.
-        stream.set_read_timeout(Some(config.io_timeout))?;
-        stream.set_write_timeout(Some(config.io_timeout))?;
+        stream.set_timeouts(config.io_timeout)?;
         let stream = Arc::new(stream);
         let input = Arc::new(Mutex::new(Input {
             stream: stream.clone(),
@@ -305,7 +312,7 @@ impl Connection {
     }
 
     /// The socket, for registering with the poller.
-    pub(crate) fn socket(&self) -> &TcpStream {
+    pub(crate) fn socket(&self) -> &Stream {
         &self.stream
     }
 
@@ -406,7 +413,7 @@ impl Connection {
 
 /// Writes a short plain-text refusal and marks the connection for closing.
 fn refuse(
-    mut stream: &TcpStream,
+    mut stream: &Stream,
     status: StatusCode,
     reason: &str,
     dates: &mut DateCache,
@@ -441,13 +448,13 @@ fn serve_request<A: Application + ?Sized>(
     app: &A,
     head: RequestHead,
     input: &Arc<Mutex<Input>>,
-    stream: &TcpStream,
+    stream: &Stream,
     environ: &Environ,
     config: &ConnConfig,
     scratch: &mut Scratch,
     closing: &AtomicBool,
 ) -> io::Result<bool> {
-    let Scratch { dates, out } = scratch;
+    let Scratch { dates, out, record } = scratch;
     if let (Framing::Length(len), Some(max)) = (head.framing, config.max_body)
         && len > max
     {
@@ -486,6 +493,14 @@ fn serve_request<A: Application + ?Sized>(
         }
     };
     let mut environ = environ.clone();
+    environ.request_id = crate::ids::next_request_id();
+    // Finished when dropped, even by a panic in a streamed body.
+    let _serving = record.start(InFlight {
+        method: method.clone(),
+        target: target.clone(),
+        request_id: environ.request_id,
+        started: Instant::now(),
+    });
     environ.raw_target = target;
     environ.raw_head = raw;
     let mut request = Request::new(body);
@@ -500,7 +515,7 @@ fn serve_request<A: Application + ?Sized>(
     let response = call_catching_panics(app, request).unwrap_or_else(|error| {
         // The last resort when no error layer is present; the layer logs
         // and reports with the request's context.
-        eprintln!("turnstile: the application failed: {error}");
+        crate::log::warning(format_args!("the application failed: {error}"));
         internal_server_error()
     });
 
@@ -581,7 +596,7 @@ const COALESCE: usize = 16 * 1024;
 /// Writes the head in `out` and the body as `framing` says. Returns the body
 /// bytes written and whether the whole response went out.
 fn write_body(
-    mut stream: &TcpStream,
+    mut stream: &Stream,
     out: &mut Vec<u8>,
     content: Content,
     framing: BodyFraming,
@@ -603,7 +618,7 @@ fn write_body(
             if let Err(e) = stream.write_all(out) {
                 return (0, Err(e));
             }
-            match io::copy(&mut file.take(len), &mut stream) {
+            match stream.copy_from(&mut file.take(len)) {
                 Ok(n) if n == len => (n, Ok(())),
                 Ok(n) => (
                     n,
@@ -655,7 +670,7 @@ fn write_body(
     }
 }
 
-fn write_all_vectored(mut stream: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+fn write_all_vectored(mut stream: &Stream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
     IoSlice::advance_slices(&mut slices, 0);
     while !slices.is_empty() {
         match stream.write_vectored(slices) {

@@ -1,0 +1,134 @@
+//! What each request thread is doing: the request it serves, since when,
+//! and how many it has served. The worker reads it to count requests for
+//! `--max-requests` and to name the request a stuck worker was serving.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use turnstile_core::Uuid;
+
+/// A request being served.
+#[derive(Clone, Debug)]
+pub struct InFlight {
+    /// Its method.
+    pub method: Method,
+    /// Its request-target as received; only the path is shown by
+    /// [`InFlight::describe`], since a query string may carry a secret.
+    pub target: Bytes,
+    /// Its request id ([`turnstile_core::Environ::request_id`]).
+    pub request_id: Uuid,
+    /// When its head had been read.
+    pub started: Instant,
+}
+
+impl InFlight {
+    /// How long it has been served.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// `GET /path (request 0f3c…)`, without the query string.
+    pub fn describe(&self) -> String {
+        let target = String::from_utf8_lossy(&self.target);
+        let path = target.split('?').next().unwrap_or_default();
+        format!("{} {path} (request {})", self.method, self.request_id)
+    }
+}
+
+/// One request thread's record.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadRecord {
+    current: Mutex<Option<InFlight>>,
+    served: AtomicU64,
+}
+
+impl ThreadRecord {
+    /// Records `request` as served until the returned guard is dropped.
+    pub(crate) fn start(&self, request: InFlight) -> Serving<'_> {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(request);
+        Serving(self)
+    }
+}
+
+/// A request being served by a thread; dropping it records the end.
+pub(crate) struct Serving<'a>(&'a ThreadRecord);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.0.served.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every request thread's record, for the worker to read.
+#[derive(Debug, Default)]
+pub(crate) struct Records(Vec<Arc<ThreadRecord>>);
+
+impl Records {
+    pub(crate) fn add(&mut self) -> Arc<ThreadRecord> {
+        let record = Arc::new(ThreadRecord::default());
+        self.0.push(record.clone());
+        record
+    }
+
+    /// Requests served to the end so far, by every thread.
+    pub(crate) fn served(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|record| record.served.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The request served longest, if any is.
+    pub(crate) fn oldest(&self) -> Option<InFlight> {
+        self.0
+            .iter()
+            .filter_map(|record| {
+                record
+                    .current
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            })
+            .min_by_key(|request| request.started)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_request_is_named_without_its_query() {
+        let mut records = Records::default();
+        let (a, b) = (records.add(), records.add());
+        let started = Instant::now();
+        let first = a.start(InFlight {
+            method: Method::GET,
+            target: Bytes::from_static(b"/slow?token=secret"),
+            request_id: Uuid::nil(),
+            started,
+        });
+        let second = b.start(InFlight {
+            method: Method::POST,
+            target: Bytes::from_static(b"/later"),
+            request_id: Uuid::nil(),
+            started: started + Duration::from_millis(5),
+        });
+        let oldest = records.oldest().unwrap();
+        assert_eq!(
+            oldest.describe(),
+            "GET /slow (request 00000000-0000-0000-0000-000000000000)"
+        );
+        drop((first, second));
+        assert_eq!(records.served(), 2);
+        assert!(records.oldest().is_none());
+    }
+}

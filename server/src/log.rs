@@ -1,0 +1,99 @@
+//! The server's own log: the arbiter's and workers' lifecycle messages
+//! (Gunicorn's `errorlog`), on standard error or in a file that `SIGUSR1`
+//! reopens, so `logrotate` can move it away.
+//!
+//! ```
+//! turnstile_server::log::info(format_args!("booting worker 1"));
+//! ```
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
+
+/// The file, when there is one; standard error otherwise.
+static FILE: Mutex<Option<(PathBuf, File)>> = Mutex::new(None);
+
+/// Sends the log to `path` (`-` for standard error), appending.
+pub fn to_file(path: &Path) -> io::Result<()> {
+    let mut file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
+    *file = if path == Path::new("-") {
+        None
+    } else {
+        Some((path.to_owned(), open(path)?))
+    };
+    Ok(())
+}
+
+/// Opens the log file again under its name, after it was moved away.
+pub fn reopen() -> io::Result<()> {
+    let mut file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((path, open_file)) = file.as_mut() {
+        *open_file = open(path)?;
+    }
+    Ok(())
+}
+
+fn open(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Logs a routine event.
+pub fn info(message: fmt::Arguments<'_>) {
+    write_line("INFO", message);
+}
+
+/// Logs something that went wrong but was handled.
+pub fn warning(message: fmt::Arguments<'_>) {
+    write_line("WARNING", message);
+}
+
+/// Logs something that stops or kills a process.
+pub fn critical(message: fmt::Arguments<'_>) {
+    write_line("CRITICAL", message);
+}
+
+/// `[date] [pid] [LEVEL] message`, as Gunicorn writes it, in one write so
+/// lines from several processes do not interleave.
+fn write_line(level: &str, message: fmt::Arguments<'_>) {
+    let line = format!(
+        "[{}] [{}] [{level}] {message}\n",
+        httpdate::fmt_http_date(SystemTime::now()),
+        std::process::id()
+    );
+    let mut file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
+    let written = match file.as_mut() {
+        Some((_, file)) => file.write_all(line.as_bytes()),
+        None => io::stderr().write_all(line.as_bytes()),
+    };
+    // Nowhere is left to report a failing log; the server goes on.
+    drop(written);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moved_log_file_is_reopened_under_its_name() {
+        let dir = std::env::temp_dir().join(format!("turnstile-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("error.log");
+        to_file(&path).unwrap();
+        info(format_args!("before"));
+        std::fs::rename(&path, dir.join("error.log.1")).unwrap();
+        reopen().unwrap();
+        warning(format_args!("after"));
+        to_file(Path::new("-")).unwrap();
+        let old = std::fs::read_to_string(dir.join("error.log.1")).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            old.contains("[INFO] before") && !old.contains("after"),
+            "{old}"
+        );
+        assert!(new.contains("[WARNING] after"), "{new}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,319 @@
+//! A worker process, from the fork to its exit.
+//!
+//! In order: it takes its own signals, reseeds its request ids, runs the
+//! `post_fork` hook, builds the application (unless the arbiter preloaded
+//! it), rebuilds the per-process resources inherited from the arbiter, runs
+//! `post_worker_init`, and only then starts its request threads. Its main
+//! thread then sends the arbiter a heartbeat (with the oldest request in
+//! flight) every round and acts on signals:
+//!
+//! | signal | the worker |
+//! |---|---|
+//! | `TERM` | stops accepting, finishes its requests (within `graceful_timeout`), exits 0 |
+//! | `INT`, `QUIT` | exits at once |
+//! | `USR1` | reopens the log file |
+//! | `ABRT` | the arbiter's timeout: logs the stuck request, runs `worker_abort`, exits 1 |
+//!
+//! It also retires itself after `max_requests`, and stops if the arbiter
+//! goes away.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::{Pid, getppid};
+use turnstile_core::{SharedApp, Worker, per_process};
+
+use crate::arbiter::{APP_LOAD_ERROR, ArbiterConfig, WORKER_BOOT_ERROR, panic_message};
+use crate::hooks::{Hooks, WithRequestHooks};
+use crate::listen::Listener;
+use crate::{Server, ServerHandle, ids, log};
+
+/// What a worker is handed at the fork.
+pub(crate) struct WorkerSetup {
+    pub(crate) worker: Worker,
+    pub(crate) arbiter: Pid,
+    pub(crate) to_arbiter: OwnedFd,
+    pub(crate) listeners: Vec<Listener>,
+    pub(crate) config: ArbiterConfig,
+    pub(crate) hooks: Arc<Hooks>,
+}
+
+/// A message from a worker to the arbiter, one line on its pipe.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Beat {
+    /// The request threads have started.
+    Ready,
+    /// Still alive; the oldest request in flight, its age and its name.
+    Alive { oldest: Option<(Duration, String)> },
+    /// Retiring by itself (`max_requests`): replace it now.
+    Retiring,
+}
+
+impl Beat {
+    fn to_line(&self) -> String {
+        match self {
+            Self::Ready => "ready\n".to_owned(),
+            Self::Retiring => "retiring\n".to_owned(),
+            Self::Alive { oldest: None } => "alive\n".to_owned(),
+            Self::Alive {
+                oldest: Some((age, request)),
+            } => {
+                // One line, whatever the request's bytes were.
+                let request: String = request
+                    .chars()
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect();
+                format!("alive {} {request}\n", age.as_millis())
+            }
+        }
+    }
+
+    pub(crate) fn parse(line: &[u8]) -> Option<Self> {
+        let line = std::str::from_utf8(line).ok()?;
+        match line.split_once(' ') {
+            None => match line {
+                "ready" => Some(Self::Ready),
+                "retiring" => Some(Self::Retiring),
+                "alive" => Some(Self::Alive { oldest: None }),
+                _ => None,
+            },
+            Some(("alive", rest)) => {
+                let (millis, request) = rest.split_once(' ')?;
+                let age = Duration::from_millis(millis.parse().ok()?);
+                Some(Self::Alive {
+                    oldest: Some((age, request.to_owned())),
+                })
+            }
+            Some(_) => None,
+        }
+    }
+}
+
+/// Runs the worker until it exits.
+pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
+    let WorkerSetup {
+        worker,
+        arbiter,
+        to_arbiter,
+        listeners,
+        config,
+        hooks,
+    } = setup;
+    // Told when the arbiter dies, and checked here for a death before that.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    if getppid() != arbiter {
+        std::process::exit(0);
+    }
+    let signals = match take_signals() {
+        Ok(signals) => signals,
+        Err(error) => {
+            log::critical(format_args!(
+                "worker {}: cannot take signals: {error}",
+                worker.id
+            ));
+            std::process::exit(WORKER_BOOT_ERROR);
+        }
+    };
+    ids::reseed();
+
+    let app = boot(worker, &hooks, app);
+    let server = Server::from_listeners(listeners)
+        .threads(config.threads)
+        .connection_config(config.connection.clone())
+        .worker(worker);
+    let handle = server.spawn(WithRequestHooks::new(app, &hooks));
+    send(&to_arbiter, &Beat::Ready);
+
+    let max_requests = match config.max_requests {
+        0 => u64::MAX,
+        max => max.saturating_add(jitter(config.max_requests_jitter)),
+    };
+    let round = if config.timeout.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        (config.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    };
+    let quick = loop {
+        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(round).unwrap_or(PollTimeout::MAX),
+        );
+        let mut stop = None;
+        while let Ok(Some(info)) = signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGTERM) => stop = stop.or(Some(false)),
+                Ok(Signal::SIGINT | Signal::SIGQUIT) => stop = Some(true),
+                Ok(Signal::SIGUSR1) => {
+                    if let Err(error) = log::reopen() {
+                        eprintln!("turnstile: cannot reopen the log file: {error}");
+                    }
+                    log::info(format_args!("worker {}: log file reopened", worker.id));
+                }
+                Ok(Signal::SIGABRT) => abort(worker, &hooks, &handle),
+                _ => {}
+            }
+        }
+        if let Some(quick) = stop {
+            break quick;
+        }
+        if getppid() != arbiter {
+            log::warning(format_args!(
+                "worker {}: the arbiter is gone; stopping",
+                worker.id
+            ));
+            break false;
+        }
+        if handle.requests_served() >= max_requests {
+            log::info(format_args!(
+                "worker {} (pid {}): served {} requests; retiring",
+                worker.id,
+                worker.pid,
+                handle.requests_served()
+            ));
+            send(&to_arbiter, &Beat::Retiring);
+            break false;
+        }
+        let oldest = handle
+            .oldest_in_flight()
+            .map(|request| (request.elapsed(), request.describe()));
+        send(&to_arbiter, &Beat::Alive { oldest });
+    };
+    if !quick {
+        let drained = handle.shutdown_until(Instant::now() + config.graceful_timeout);
+        if !drained {
+            log::warning(format_args!(
+                "worker {}: requests still running after graceful_timeout",
+                worker.id
+            ));
+        }
+    }
+    Hooks::run(&hooks.worker_exit, worker);
+    per_process::teardown();
+    std::process::exit(0)
+}
+
+/// Everything between the fork and the request threads. A failure here is
+/// a failed boot: the worker exits with the code the arbiter stops on.
+fn boot(worker: Worker, hooks: &Hooks, app: &dyn Fn() -> SharedApp) -> SharedApp {
+    let step = |code: i32, what: &str, f: &mut dyn FnMut()| {
+        if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(f)) {
+            log::critical(format_args!(
+                "worker {} (pid {}): {what} failed: {}",
+                worker.id,
+                worker.pid,
+                panic_message(&*panic)
+            ));
+            std::process::exit(code);
+        }
+    };
+    step(WORKER_BOOT_ERROR, "the post_fork hook", &mut || {
+        Hooks::run(&hooks.post_fork, worker);
+    });
+    let mut built = None;
+    step(APP_LOAD_ERROR, "loading the application", &mut || {
+        built = Some(app());
+    });
+    step(
+        WORKER_BOOT_ERROR,
+        "rebuilding the per-process resources",
+        &mut || {
+            per_process::after_fork();
+        },
+    );
+    step(WORKER_BOOT_ERROR, "the post_worker_init hook", &mut || {
+        Hooks::run(&hooks.post_worker_init, worker);
+    });
+    built.expect("the application was built")
+}
+
+/// The arbiter's timeout: report what was stuck, then exit.
+fn abort(worker: Worker, hooks: &Hooks, handle: &ServerHandle) -> ! {
+    let stuck = handle.oldest_in_flight();
+    match &stuck {
+        Some(request) => log::critical(format_args!(
+            "worker {} (pid {}) aborted by the arbiter's timeout while serving {} for {:.1} s",
+            worker.id,
+            worker.pid,
+            request.describe(),
+            request.elapsed().as_secs_f64()
+        )),
+        None => log::critical(format_args!(
+            "worker {} (pid {}) aborted by the arbiter's timeout",
+            worker.id, worker.pid
+        )),
+    }
+    if let Some(worker_abort) = &hooks.worker_abort {
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| worker_abort(worker, stuck.as_ref())));
+    }
+    std::process::exit(1)
+}
+
+/// The worker's own signalfd. The mask inherited from the arbiter already
+/// blocks its signals; `ABRT` joins them, and `CHLD` is the application's
+/// again.
+fn take_signals() -> nix::Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for signal in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGABRT,
+        Signal::SIGHUP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ] {
+        mask.add(signal);
+    }
+    mask.thread_block()?;
+    let mut child = SigSet::empty();
+    child.add(Signal::SIGCHLD);
+    child.thread_unblock()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+/// A heartbeat that cannot be written (the arbiter is behind) is dropped:
+/// the next one says the same.
+fn send(to_arbiter: &OwnedFd, beat: &Beat) {
+    let _ = nix::unistd::write(to_arbiter, beat.to_line().as_bytes());
+}
+
+/// A random number in `0..=max`, drawn per worker.
+fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    getrandom::u64().unwrap_or(0) % (max + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beats_survive_their_line_format() {
+        let beats = [
+            Beat::Ready,
+            Beat::Retiring,
+            Beat::Alive { oldest: None },
+            Beat::Alive {
+                oldest: Some((Duration::from_millis(1500), "GET /slow (request x)".into())),
+            },
+        ];
+        for beat in beats {
+            let line = beat.to_line();
+            assert_eq!(Beat::parse(line.trim_end().as_bytes()), Some(beat));
+        }
+        assert_eq!(Beat::parse(b"alive soon GET /"), None);
+        let tricky = Beat::Alive {
+            oldest: Some((Duration::ZERO, "GET /a\nb".into())),
+        };
+        assert_eq!(tricky.to_line().matches('\n').count(), 1);
+    }
+}
