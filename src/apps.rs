@@ -4,13 +4,16 @@
 //! * [`hello`]: one fixed answer, for load benchmarks.
 //! * [`environ`]: what the application saw, as JSON, for testing what the
 //!   server hands over.
+//! * [`load_broken`]: fails to load, to show that the arbiter stops rather than
+//!   fork workers in a loop.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use http::{HeaderValue, StatusCode, header};
 
 use crate::server::http1::head::field_lines;
-use crate::{Bytes, Environ, Request, Response, ResponseBody};
+use crate::{Bytes, Environ, PerProcess, Request, Response, ResponseBody};
 
 const HELLO: &str = "Hello, world!\n";
 
@@ -29,6 +32,7 @@ pub fn hello(_request: Request) -> Response {
 /// | `/environ` | 200, what [`environ`] answers |
 /// | `/stream?chunks=N` | a streamed body of N chunks |
 /// | `/slow?ms=N` | answers after N milliseconds (at most 60 s) |
+/// | `/per-process` | which process built this process's [`ProcessStamp`] |
 /// | `/error` | the application returns an error |
 /// | `/panic` | the application panics |
 /// | anything else | 404 |
@@ -51,11 +55,49 @@ pub fn demo(request: Request) -> Result<Response, DemoError> {
             std::thread::sleep(Duration::from_millis(ms));
             text(StatusCode::OK, "slept\n")
         }
+        "/per-process" => {
+            let answer = serde_json::json!({
+                "pid": Environ::of(&request).worker.pid,
+                "built_by": PROCESS_STAMP.get().built_by,
+            });
+            Response::new(format!("{answer}\n").into())
+        }
         "/error" => return Err(DemoError),
         "/panic" => panic!("the demo application panicked, as /panic asks"),
         _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
     };
     Ok(response)
+}
+
+/// Stands for a per-process resource (a database connection, a client with
+/// a background thread): it remembers the process that built it.
+#[derive(Debug)]
+pub struct ProcessStamp {
+    /// The process that built it.
+    pub built_by: u32,
+}
+
+static PROCESS_STAMP: LazyLock<PerProcess<ProcessStamp>> = LazyLock::new(|| {
+    PerProcess::new(|| ProcessStamp {
+        built_by: std::process::id(),
+    })
+});
+
+/// Builds the demo's per-process resources, as an application does while
+/// it loads: under `--preload` that happens in the arbiter, and each worker
+/// must still get its own.
+pub fn load_demo() {
+    PROCESS_STAMP.get();
+}
+
+/// Loads the application `--app broken` names, which panics while it
+/// loads, as one whose database is unreachable at start-up does.
+///
+/// # Panics
+///
+/// Always.
+pub fn load_broken() -> ! {
+    panic!("the broken application fails to load, as --app broken asks")
 }
 
 /// Answers `200 application/json` with what the application saw:

@@ -101,7 +101,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "app",
         flag: "app",
         short: None,
-        help: "the built-in application: demo, hello or environ",
+        help: "the built-in application: demo, hello, environ or broken (fails to load)",
         kind: Kind::Value,
         default: || "demo".to_owned(),
     },
@@ -256,6 +256,8 @@ pub enum AppName {
     Hello,
     /// [`crate::apps::environ`].
     Environ,
+    /// [`crate::apps::load_broken`].
+    Broken,
 }
 
 /// A setting that could not be used, and where it came from.
@@ -453,7 +455,8 @@ impl Config {
             "demo" => AppName::Demo,
             "hello" => AppName::Hello,
             "environ" => AppName::Environ,
-            _ => return Err(bad("app", "demo, hello or environ")),
+            "broken" => AppName::Broken,
+            _ => return Err(bad("app", "demo, hello, environ or broken")),
         };
         let (middleware_list, middleware_origin) = get("middleware");
         let middleware = parse_middleware(middleware_list).map_err(|e| {
@@ -707,7 +710,7 @@ mod tests {
                 &[("app", "django")],
                 &[],
                 None,
-                "expected demo, hello or environ",
+                "expected demo, hello, environ or broken",
             ),
         ];
         for (flags, env, file, needle) in cases {

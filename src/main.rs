@@ -96,9 +96,13 @@ fn build_app(config: &Config) -> SharedApp {
     // No layer has landed yet: every choice is the bare application.
     debug_assert!(config.middleware.is_empty());
     match config.app {
-        AppName::Demo => SharedApp::new(apps::demo),
+        AppName::Demo => {
+            apps::load_demo();
+            SharedApp::new(apps::demo)
+        }
         AppName::Hello => SharedApp::new(apps::hello),
         AppName::Environ => SharedApp::new(apps::environ),
+        AppName::Broken => apps::load_broken(),
     }
 }
 

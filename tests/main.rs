@@ -9,3 +9,6 @@ mod binary;
 
 /// Settings from flags, environment and file.
 mod config;
+
+/// The arbiter and its workers: signals, supervision, binds.
+mod processes;

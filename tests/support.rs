@@ -1,8 +1,11 @@
 //! The `turnstile` binary as a test drives it.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// The binary, started on a free port; killed when dropped.
 pub(crate) struct Turnstile {
@@ -19,9 +22,17 @@ impl Turnstile {
     /// Starts it with exactly these arguments, which must make it listen on
     /// a free loopback port.
     pub(crate) fn start_exactly(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+        command.args(args);
+        Self::start_command(command)
+    }
+
+    /// Starts `command`, which must run the binary listening on a free
+    /// loopback port first.
+    pub(crate) fn start_command(mut command: Command) -> Self {
+        let mut child = command
             .env_remove("PORT")
+            .env_remove("WEB_CONCURRENCY")
             .stdout(Stdio::piped())
             .spawn()
             .expect("the turnstile binary starts");
@@ -35,6 +46,42 @@ impl Turnstile {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
         Self { child, addr }
+    }
+
+    /// The arbiter's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The worker processes: the arbiter's children.
+    pub(crate) fn workers(&self) -> HashSet<u32> {
+        children_of(self.pid())
+    }
+
+    /// Waits until `count` workers have started and answer requests.
+    pub(crate) fn wait_for_workers(&self, count: usize) -> HashSet<u32> {
+        let workers = wait_until(Duration::from_secs(10), || {
+            let workers = self.workers();
+            (workers.len() == count).then_some(workers)
+        })
+        .unwrap_or_else(|| panic!("{count} workers did not start: {:?}", self.workers()));
+        // Give the newest a moment to start their request threads.
+        std::thread::sleep(Duration::from_millis(300));
+        workers
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`, …) to the arbiter.
+    pub(crate) fn signal(&self, signal: &str) {
+        signal_process(self.pid(), signal);
+    }
+
+    /// Waits up to `limit` for the arbiter to exit.
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_until(limit, || self.child.try_wait().unwrap())
     }
 
     /// Sends `request` as is and reads until the server closes.
@@ -72,4 +119,155 @@ pub(crate) fn parent_of(pid: u32) -> Option<u32> {
     // The command name, in parentheses, may hold spaces: skip past it.
     let after_name = &stat[stat.rfind(')')? + 2..];
     after_name.split(' ').nth(1)?.parse().ok()
+}
+
+/// Sends `signal` (`TERM`, `KILL`, …) to process `pid`.
+pub(crate) fn signal_process(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// The living children of process `pid`.
+pub(crate) fn children_of(pid: u32) -> HashSet<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| parent_of(*child) == Some(pid) && !is_zombie(*child))
+        .collect()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after_name = stat[stat.rfind(')')? + 2..].to_owned();
+            Some(after_name.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Polls `check` every 20 ms until it gives a value or `limit` passes.
+pub(crate) fn wait_until<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A file under the temp folder for one test, removed on drop.
+pub(crate) struct TempPath(pub(crate) PathBuf);
+
+impl TempPath {
+    pub(crate) fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("turnstile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        Self(path)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    pub(crate) fn read(&self) -> String {
+        std::fs::read_to_string(&self.0).unwrap_or_default()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One GET on a fresh connection: the status and the body, or why it failed.
+pub(crate) fn fetch(addr: &str, target: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let status = response
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no response: {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Requests `target` from `clients` threads on fresh connections until
+/// `stop` is set (or `limit` requests each): the answers, and the failures.
+pub(crate) fn load(
+    addr: &str,
+    target: &str,
+    clients: usize,
+    limit: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (Vec<String>, Vec<String>) {
+    use std::sync::atomic::Ordering;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (mut answers, mut failures) = (Vec::new(), Vec::new());
+                    for _ in 0..limit {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match fetch(addr, target) {
+                            Ok((200, body)) => answers.push(body),
+                            Ok((status, body)) => failures.push(format!("{status}: {body}")),
+                            Err(error) => failures.push(error),
+                        }
+                    }
+                    (answers, failures)
+                })
+            })
+            .collect();
+        let mut all = (Vec::new(), Vec::new());
+        for handle in handles {
+            let (answers, failures) = handle.join().unwrap();
+            all.0.extend(answers);
+            all.1.extend(failures);
+        }
+        all
+    })
+}
+
+/// The path of `program` on `PATH`. When it is missing the test is skipped
+/// with a note, unless `TURNSTILE_REQUIRE_TOOLS=1` (as in CI) makes that a
+/// failure.
+pub(crate) fn tool(program: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("TURNSTILE_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{program} is not on PATH, and TURNSTILE_REQUIRE_TOOLS=1"
+        );
+        eprintln!("skipped: {program} is not on PATH");
+    }
+    found
 }

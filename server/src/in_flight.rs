@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
+#[cfg(test)]
+use nix::sys::eventfd::EfdFlags;
+use nix::sys::eventfd::EventFd;
 use turnstile_core::Uuid;
 
 /// A request being served.
@@ -38,11 +41,32 @@ impl InFlight {
     }
 }
 
+/// A limit on the requests a worker serves (`--max-requests`), and how the
+/// request threads tell the worker it was reached.
+#[derive(Debug)]
+pub(crate) struct RequestLimit {
+    max: u64,
+    reached: Arc<EventFd>,
+    total: AtomicU64,
+}
+
+impl RequestLimit {
+    pub(crate) fn new(max: u64, reached: Arc<EventFd>) -> Self {
+        Self {
+            max,
+            reached,
+            total: AtomicU64::new(0),
+        }
+    }
+}
+
 /// One request thread's record.
 #[derive(Debug, Default)]
 pub(crate) struct ThreadRecord {
     current: Mutex<Option<InFlight>>,
     served: AtomicU64,
+    /// Shared by the threads; only counted when there is a limit.
+    limit: Option<Arc<RequestLimit>>,
 }
 
 impl ThreadRecord {
@@ -64,6 +88,11 @@ impl Drop for Serving<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
         self.0.served.fetch_add(1, Ordering::Relaxed);
+        if let Some(limit) = &self.0.limit
+            && limit.total.fetch_add(1, Ordering::Relaxed) + 1 == limit.max
+        {
+            let _ = limit.reached.write(1);
+        }
     }
 }
 
@@ -72,8 +101,11 @@ impl Drop for Serving<'_> {
 pub(crate) struct Records(Vec<Arc<ThreadRecord>>);
 
 impl Records {
-    pub(crate) fn add(&mut self) -> Arc<ThreadRecord> {
-        let record = Arc::new(ThreadRecord::default());
+    pub(crate) fn add(&mut self, limit: Option<Arc<RequestLimit>>) -> Arc<ThreadRecord> {
+        let record = Arc::new(ThreadRecord {
+            limit,
+            ..ThreadRecord::default()
+        });
         self.0.push(record.clone());
         record
     }
@@ -108,7 +140,9 @@ mod tests {
     #[test]
     fn the_oldest_request_is_named_without_its_query() {
         let mut records = Records::default();
-        let (a, b) = (records.add(), records.add());
+        let reached = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
+        let limit = Some(Arc::new(RequestLimit::new(2, reached.clone())));
+        let (a, b) = (records.add(limit.clone()), records.add(limit));
         let started = Instant::now();
         let first = a.start(InFlight {
             method: Method::GET,
@@ -127,8 +161,11 @@ mod tests {
             oldest.describe(),
             "GET /slow (request 00000000-0000-0000-0000-000000000000)"
         );
-        drop((first, second));
+        drop(first);
+        assert_eq!(reached.read().ok(), None, "one request is not the limit");
+        drop(second);
         assert_eq!(records.served(), 2);
+        assert_eq!(reached.read().ok(), Some(1), "the limit was reached");
         assert!(records.oldest().is_none());
     }
 }

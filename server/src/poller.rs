@@ -220,6 +220,29 @@ impl Poller {
     }
     // ANCHOR_END: give_back
 
+    /// Closes the waiting connections a stopping server owes nothing: idle
+    /// keep-alive ones, and new ones silent for `grace`.
+    pub(crate) fn close_idle(&self, grace: Duration) {
+        let idle: Vec<Entry> = {
+            let mut table = self.table();
+            let keys: Vec<usize> = table
+                .iter()
+                .filter(|(_, entry)| match &entry.state {
+                    State::Waiting { connection, .. } => connection.idle_while_stopping(grace),
+                    State::Leased { .. } => false,
+                })
+                .map(|(key, _)| key)
+                .collect();
+            keys.into_iter().map(|key| table.remove(key)).collect()
+        };
+        drop(idle);
+    }
+
+    /// Connections open, waiting or being served.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.table().len()
+    }
+
     /// Closes a leased connection.
     pub(crate) fn close(&self, lease: Lease) {
         let mut table = self.table();

@@ -27,10 +27,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::sys::eventfd::EventFd;
 use turnstile_core::{Application, Environ, Worker};
 
 use crate::http1::conn::{ConnConfig, Connection, Next, Scratch};
-use crate::in_flight::{InFlight, Records};
+use crate::in_flight::{InFlight, Records, RequestLimit};
 use crate::listen::Listener;
 use crate::poller::{Lease, Poller, Ready};
 
@@ -44,6 +45,7 @@ pub struct Server {
     threads: usize,
     conn: ConnConfig,
     worker: Worker,
+    limit: Option<Arc<RequestLimit>>,
 }
 
 impl Server {
@@ -67,6 +69,7 @@ impl Server {
                 id: 0,
                 pid: std::process::id(),
             },
+            limit: None,
         }
     }
 
@@ -85,6 +88,12 @@ impl Server {
     /// Says which worker this is, for each request's [`Environ`].
     pub(crate) fn worker(mut self, worker: Worker) -> Self {
         self.worker = worker;
+        self
+    }
+
+    /// Writes to `reached` once `max` requests have been served.
+    pub(crate) fn request_limit(mut self, max: u64, reached: Arc<EventFd>) -> Self {
+        self.limit = Some(Arc::new(RequestLimit::new(max, reached)));
         self
     }
 
@@ -107,7 +116,9 @@ impl Server {
         let poller = Poller::new(&self.listeners).expect("the poller starts");
         crate::ids::ensure_seeded();
         let mut records = Records::default();
-        let thread_records: Vec<_> = (0..self.threads).map(|_| records.add()).collect();
+        let thread_records: Vec<_> = (0..self.threads)
+            .map(|_| records.add(self.limit.clone()))
+            .collect();
         let shared = Arc::new(Shared {
             worker: self.worker,
             listeners: self.listeners,
@@ -115,6 +126,7 @@ impl Server {
             app,
             config: self.conn,
             stopping: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
             records,
         });
         let threads = thread_records
@@ -152,6 +164,13 @@ const ACCEPT_BATCH: usize = 64;
 /// memory, rather than retrying at once.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long a stopping server waits for the first bytes of a connection it
+/// has just accepted: its client is about to send a request.
+const SILENT_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a draining server looks for connections still open.
+const DRAIN_CHECK: Duration = Duration::from_millis(10);
+
 /// What the request threads share.
 struct Shared<A> {
     worker: Worker,
@@ -159,14 +178,18 @@ struct Shared<A> {
     poller: Poller,
     app: A,
     config: ConnConfig,
+    /// Set by a shutdown: accept nothing more, close each connection after
+    /// its current request.
     stopping: AtomicBool,
+    /// Set once the connections have drained: the threads leave.
+    exiting: AtomicBool,
     records: Records,
 }
 
 impl<A: Application> Shared<A> {
     // ANCHOR: request_thread
     fn request_thread(&self, mut scratch: Scratch) {
-        while !self.stopping.load(Ordering::Acquire) {
+        while !self.exiting.load(Ordering::Acquire) {
             match self.poller.wait() {
                 Ready::Listener(index) => self.accept(index),
                 Ready::Connection(lease) => self.serve(lease, &mut scratch),
@@ -198,8 +221,11 @@ impl<A: Application> Shared<A> {
                 )
             }))
             .unwrap_or(Next::Close);
+            // A stopping server still waits for a head that has begun (or
+            // a new connection's first), and closes the others.
+            let keep = !self.stopping.load(Ordering::Acquire) || lease.connection.awaiting_head();
             match next {
-                Next::Read { deadline } if !self.stopping.load(Ordering::Acquire) => {
+                Next::Read { deadline } if keep => {
                     match self.poller.give_back(lease, deadline) {
                         // Input came while it was being served.
                         Some(again) => lease = again,
@@ -257,6 +283,9 @@ fn out_of_resources(error: &io::Error) -> bool {
 /// The part of [`Shared`] the handle needs, without the application type.
 trait Control: Send + Sync {
     fn stop(&self);
+    /// Closes the idle connections; says whether any connection is left.
+    fn drain(&self) -> bool;
+    fn exit(&self);
     fn records(&self) -> &Records;
 }
 
@@ -266,6 +295,15 @@ impl<A: Application> Control for Shared<A> {
         for listener in &self.listeners {
             self.poller.stop_listening(listener);
         }
+    }
+
+    fn drain(&self) -> bool {
+        self.poller.close_idle(SILENT_GRACE);
+        self.poller.open_connections() > 0
+    }
+
+    fn exit(&self) {
+        self.exiting.store(true, Ordering::Release);
         self.poller.wake();
     }
 
@@ -310,27 +348,35 @@ impl ServerHandle {
         self.control.records().oldest()
     }
 
-    /// Stops accepting, lets every thread finish the request it is serving
-    /// (its response says `Connection: close`), closes the idle connections,
-    /// and returns when all threads have stopped.
+    /// Stops accepting and drains: every request being served, or whose
+    /// head has begun to arrive, is served (its response says `Connection:
+    /// close`), idle connections are closed, and it returns when all
+    /// threads have stopped. A connection accepted but still silent gets a
+    /// second to send its request.
     pub fn shutdown(self) {
-        self.control.stop();
-        for thread in self.threads {
-            let _ = thread.join();
-        }
+        // Far enough to be never, near enough not to overflow.
+        self.shutdown_until(Instant::now() + Duration::from_secs(365 * 24 * 3600));
     }
 
-    /// As [`shutdown`](Self::shutdown), but gives up waiting at `deadline`.
-    /// Returns whether every thread finished; those that did not are left
-    /// running, for the process's exit to end.
+    /// As [`shutdown`](Self::shutdown), but gives up at `deadline`.
+    /// Returns whether everything drained; threads still serving then are
+    /// left running, for the process's exit to end.
     pub fn shutdown_until(self, deadline: Instant) -> bool {
         self.control.stop();
+        while self.control.drain() && Instant::now() < deadline {
+            thread::sleep(DRAIN_CHECK);
+        }
+        self.control.exit();
         while Instant::now() < deadline {
             if self.threads.iter().all(JoinHandle::is_finished) {
-                return true;
+                break;
             }
-            thread::sleep(Duration::from_millis(10));
+            thread::sleep(DRAIN_CHECK);
         }
-        self.threads.iter().all(JoinHandle::is_finished)
+        let finished = self.threads.iter().all(JoinHandle::is_finished);
+        for thread in self.threads.into_iter().filter(JoinHandle::is_finished) {
+            let _ = thread.join();
+        }
+        finished
     }
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{Pid, getppid};
@@ -122,24 +123,36 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
     ids::reseed();
 
     let app = boot(worker, &hooks, app);
-    let server = Server::from_listeners(listeners)
+    let mut server = Server::from_listeners(listeners)
         .threads(config.threads)
         .connection_config(config.connection.clone())
         .worker(worker);
+    // The request threads say when the limit is reached, so the worker
+    // retires at once rather than at its next round.
+    let limit_reached = Arc::new(
+        EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .unwrap_or_else(|error| boot_failed(worker, "an eventfd", &error)),
+    );
+    let max_requests = match config.max_requests {
+        0 => None,
+        max => Some(max.saturating_add(jitter(config.max_requests_jitter))),
+    };
+    if let Some(max) = max_requests {
+        server = server.request_limit(max, limit_reached.clone());
+    }
     let handle = server.spawn(WithRequestHooks::new(app, &hooks));
     send(&to_arbiter, &Beat::Ready);
 
-    let max_requests = match config.max_requests {
-        0 => u64::MAX,
-        max => max.saturating_add(jitter(config.max_requests_jitter)),
-    };
     let round = if config.timeout.is_zero() {
         Duration::from_secs(1)
     } else {
         (config.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
     };
     let quick = loop {
-        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(limit_reached.as_fd(), PollFlags::POLLIN),
+        ];
         let _ = poll(
             &mut fds,
             PollTimeout::try_from(round).unwrap_or(PollTimeout::MAX),
@@ -169,7 +182,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
             ));
             break false;
         }
-        if handle.requests_served() >= max_requests {
+        if limit_reached.read().is_ok() {
             log::info(format_args!(
                 "worker {} (pid {}): served {} requests; retiring",
                 worker.id,
@@ -230,6 +243,14 @@ fn boot(worker: Worker, hooks: &Hooks, app: &dyn Fn() -> SharedApp) -> SharedApp
         Hooks::run(&hooks.post_worker_init, worker);
     });
     built.expect("the application was built")
+}
+
+fn boot_failed(worker: Worker, what: &str, error: &dyn std::fmt::Display) -> ! {
+    log::critical(format_args!(
+        "worker {} (pid {}): {what} failed: {error}",
+        worker.id, worker.pid
+    ));
+    std::process::exit(WORKER_BOOT_ERROR)
 }
 
 /// The arbiter's timeout: report what was stuck, then exit.

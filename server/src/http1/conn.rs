@@ -316,18 +316,38 @@ impl Connection {
         &self.stream
     }
 
-    /// Whether it is between requests with input waiting on the socket: a
-    /// request that arrived just as its keep-alive time ran out, which the
+    /// Whether a request head is expected: the connection's first, or one
+    /// whose first bytes have arrived.
+    pub(crate) fn awaiting_head(&self) -> bool {
+        self.head_started.is_some()
+    }
+
+    /// Whether it is between requests with input waiting on the socket:
+    /// a request that arrived just as its keep-alive time ran out, which the
     /// poller is about to hand to a thread.
     pub(crate) fn next_request_arrived(&self) -> bool {
+        self.head_started.is_none() && self.input_waiting()
+    }
+
+    /// Whether a stopping server may close it: nothing of a request has
+    /// arrived, and it is between requests or has been silent since its
+    /// accept for `grace`.
+    pub(crate) fn idle_while_stopping(&self, grace: Duration) -> bool {
+        let silent = lock(&self.input).buffered().is_empty() && !self.input_waiting();
+        silent
+            && self
+                .head_started
+                .is_none_or(|since| since.elapsed() >= grace)
+    }
+
+    fn input_waiting(&self) -> bool {
         let mut byte = [0u8; 1];
-        self.head_started.is_none()
-            && recv(
-                self.stream.as_raw_fd(),
-                &mut byte,
-                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-            )
-            .is_ok_and(|n| n > 0)
+        recv(
+            self.stream.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        )
+        .is_ok_and(|n| n > 0)
     }
 
     /// How long it may wait for input: until the head timeout once a head
