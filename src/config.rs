@@ -29,6 +29,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::server::forwarded::TrustedProxies;
 use crate::server::http1::Limits;
 use crate::server::http1::conn::ConnConfig;
 use crate::server::{ArbiterConfig, DEFAULT_THREADS};
@@ -209,6 +210,16 @@ pub const SETTINGS: &[Setting] = &[
         default: || ArbiterConfig::default().backlog.to_string(),
     },
     Setting {
+        name: "forwarded_allow_ips",
+        flag: "forwarded-allow-ips",
+        short: None,
+        help: "peers (addresses, networks such as 10.0.0.0/8, or *) whose X-Forwarded-For, \
+               X-Forwarded-Proto and Forwarded headers set the client address and scheme; \
+               FORWARDED_ALLOW_IPS when it is set",
+        kind: Kind::Value,
+        default: || TrustedProxies::default().to_string(),
+    },
+    Setting {
         name: "errorlog",
         flag: "error-logfile",
         short: None,
@@ -305,6 +316,8 @@ pub struct Config {
     pub backlog: u32,
     /// `errorlog`: a path, or `-` for standard error.
     pub errorlog: String,
+    /// `forwarded_allow_ips`.
+    pub forwarded_allow_ips: TrustedProxies,
     /// Each setting's value as text, and its origin, in `SETTINGS` order.
     sources: Vec<(&'static str, String, Origin)>,
 }
@@ -380,6 +393,13 @@ impl Config {
         if let Some(workers) = env("WEB_CONCURRENCY") {
             set("workers", workers, Origin::Env("WEB_CONCURRENCY".into()));
         }
+        if let Some(proxies) = env("FORWARDED_ALLOW_IPS") {
+            set(
+                "forwarded_allow_ips",
+                proxies,
+                Origin::Env("FORWARDED_ALLOW_IPS".into()),
+            );
+        }
         for setting in SETTINGS {
             let variable = format!("TURNSTILE_{}", setting.name.to_uppercase());
             if let Some(value) = env(&variable) {
@@ -447,6 +467,12 @@ impl Config {
             .ok()
             .filter(|backlog| *backlog > 0)
             .ok_or_else(|| bad("backlog", "a number from 1 to 4294967295"))?;
+        let (proxies, proxies_origin) = get("forwarded_allow_ips");
+        let forwarded_allow_ips = proxies.parse().map_err(|e| {
+            ConfigError(format!(
+                "invalid forwarded_allow_ips (from {proxies_origin}): {e}"
+            ))
+        })?;
         let errorlog = get("errorlog").0.to_owned();
         if errorlog.is_empty() {
             return Err(bad("errorlog", "a file path, or - for standard error"));
@@ -485,6 +511,7 @@ impl Config {
             preload: switch("preload")?,
             backlog,
             errorlog,
+            forwarded_allow_ips,
             sources,
         })
     }
@@ -503,6 +530,7 @@ impl Config {
             limits: self.limits,
             max_body: self.max_body,
             keepalive: self.keepalive,
+            trusted_proxies: self.forwarded_allow_ips.clone(),
             ..ConnConfig::default()
         }
     }

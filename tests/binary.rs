@@ -114,3 +114,31 @@ fn the_demo_app_shows_the_environ_too() {
     assert_eq!(json["version"], "HTTP/1.0");
     assert_eq!(json["headers"], serde_json::json!([]));
 }
+
+#[test]
+fn proxy_headers_count_only_from_trusted_proxies() {
+    let request = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\r\n";
+    // The default trusts loopback, where the test connects from.
+    let server = Turnstile::start(&["--app", "environ"]);
+    let json = json_body(&server.send(request));
+    assert_eq!(json["client_addr"], "203.0.113.7:0");
+    assert_eq!(json["scheme"], "https");
+    assert!(
+        json["remote_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+
+    let server = Turnstile::start(&["--app", "environ", "--forwarded-allow-ips", "10.0.0.0/8"]);
+    let json = json_body(&server.send(request));
+    assert_eq!(json["client_addr"], json["remote_addr"]);
+    assert_eq!(json["scheme"], "http");
+
+    // Gunicorn's invalid/019: a trusted proxy contradicting itself.
+    let server = Turnstile::start(&["--app", "environ", "--forwarded-allow-ips", "*"]);
+    let response = server.send(
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n\r\n",
+    );
+    assert!(response.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+}

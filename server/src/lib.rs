@@ -13,6 +13,7 @@
 //!   them, with its [`hooks`].
 
 mod arbiter;
+pub mod forwarded;
 pub mod hooks;
 pub mod http1;
 pub mod ids;

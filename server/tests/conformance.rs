@@ -63,7 +63,8 @@ const UNSUPPORTED_SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "forwarded_allow_ips",
-        "proxy headers are handled by the server's proxy settings, not the parser",
+        "proxy headers are the server's concern, not the parser's: see forwarded.rs and \
+         the binary's proxy test",
     ),
 ];
 

@@ -24,6 +24,7 @@ use super::head::{Framing, Limits, Parsed, RequestHead, parse_head};
 use super::write::{
     BodyFraming, CHUNK_END, DateCache, LAST_CHUNK, body_framing, chunk_start, write_head,
 };
+use crate::forwarded::TrustedProxies;
 use crate::in_flight::{InFlight, ThreadRecord};
 use crate::listen::Stream;
 
@@ -47,6 +48,9 @@ pub struct ConnConfig {
     /// How much unread request body is drained after a response before the
     /// connection is closed instead.
     pub drain_limit: u64,
+    /// The peers whose proxy headers set the client address and scheme
+    /// (`--forwarded-allow-ips`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ConnConfig {
@@ -58,6 +62,7 @@ impl Default for ConnConfig {
             keepalive: Duration::from_secs(2),
             io_timeout: Duration::from_secs(30),
             drain_limit: 64 * 1024,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -523,6 +528,10 @@ fn serve_request<A: Application + ?Sized>(
     });
     environ.raw_target = target;
     environ.raw_head = raw;
+    if let Err(error) = config.trusted_proxies.apply(&headers, &mut environ) {
+        refuse(stream, StatusCode::BAD_REQUEST, &error.to_string(), dates)?;
+        return Ok(false);
+    }
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
