@@ -365,3 +365,25 @@ fn systemd_socket_activation_serves_on_the_passed_socket() {
     );
     assert!(status.is_some_and(|status| status.success()));
 }
+
+#[test]
+fn the_post_fork_example_goes_wrong_shared_and_right_per_process() {
+    // `cargo test` builds the examples next to the test binaries.
+    let deps = std::env::current_exe().unwrap();
+    let example = deps.parent().unwrap().parent().unwrap().join("examples/post_fork");
+    let output = Command::new(&example)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("a connection per process (post_fork): 0 of 400 answers were wrong"),
+        "{text}"
+    );
+    let shared = text
+        .lines()
+        .find_map(|line| line.strip_prefix("one connection shared across the fork: "))
+        .and_then(|rest| rest.split(' ').next()?.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(shared > 0, "sharing the connection went unnoticed: {text}");
+}

@@ -8,7 +8,12 @@
 //! each one be unit-tested with [`turnstile_core::test`] and used under any
 //! server.
 //!
-//! The layers arrive one issue at a time; the book's chapter list shows the
-//! plan.
+//! - [`post_fork`]: a per-process resource (connection, client) handed to
+//!   each request, rebuilt in every process that serves.
+//!
+//! The other layers arrive one issue at a time; the book's chapter list
+//! shows the plan.
 
 #![forbid(unsafe_code)]
+
+pub mod post_fork;
