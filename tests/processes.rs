@@ -370,7 +370,12 @@ fn systemd_socket_activation_serves_on_the_passed_socket() {
 fn the_post_fork_example_goes_wrong_shared_and_right_per_process() {
     // `cargo test` builds the examples next to the test binaries.
     let deps = std::env::current_exe().unwrap();
-    let example = deps.parent().unwrap().parent().unwrap().join("examples/post_fork");
+    let example = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/post_fork");
     let output = Command::new(&example)
         .stderr(Stdio::null())
         .output()

@@ -89,6 +89,7 @@ impl<T: Send + Sync + 'static> PerProcess<T> {
 }
 
 impl<T: Send + Sync + 'static> Inner<T> {
+    // ANCHOR: build_for
     fn build_for(&self, pid: u32) -> Arc<T> {
         let mut built = self.built.write().unwrap_or_else(PoisonError::into_inner);
         match built.take() {
@@ -108,6 +109,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         });
         value
     }
+    // ANCHOR_END: build_for
 }
 
 impl<T: Send + Sync + 'static> Resource for Inner<T> {

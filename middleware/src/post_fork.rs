@@ -77,6 +77,7 @@ pub struct WithResource<A, T> {
     resource: PerProcess<T>,
 }
 
+// ANCHOR: handle
 impl<A: Application, T: Send + Sync + 'static> Application for WithResource<A, T> {
     fn handle(&self, mut request: Request) -> AppResult {
         let resource: Arc<T> = self.resource.get();
@@ -84,6 +85,7 @@ impl<A: Application, T: Send + Sync + 'static> Application for WithResource<A, T
         self.inner.handle(request)
     }
 }
+// ANCHOR_END: handle
 
 #[cfg(test)]
 mod tests {

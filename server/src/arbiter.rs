@@ -438,6 +438,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
+    // ANCHOR: supervise
     fn supervise(&mut self, app: &dyn Fn() -> SharedApp) {
         loop {
             self.wait();
@@ -458,6 +459,7 @@ impl Supervisor {
             self.manage(app);
         }
     }
+    // ANCHOR_END: supervise
 
     /// Waits for a signal or a worker's message, or until the next round.
     fn wait(&self) {
@@ -840,6 +842,7 @@ impl Supervisor {
             .find(|id| self.workers.iter().all(|w| w.worker.id != *id))
             .expect("a free worker number");
         Hooks::run(&self.hooks.pre_fork, Worker { id, pid: 0 });
+        // ANCHOR: fork
         let threads = thread_count();
         if threads > 1 {
             log::critical(format_args!(
@@ -857,6 +860,7 @@ impl Supervisor {
         // code: `become_worker` ends in `process::exit`.
         #[allow(unsafe_code)]
         let forked = unsafe { fork() }?;
+        // ANCHOR_END: fork
         match forked {
             ForkResult::Parent { child } => {
                 drop(to_arbiter);

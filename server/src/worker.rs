@@ -213,6 +213,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
 
 /// Everything between the fork and the request threads. A failure here is
 /// a failed boot: the worker exits with the code the arbiter stops on.
+// ANCHOR: boot
 fn boot(worker: Worker, hooks: &Hooks, app: &dyn Fn() -> SharedApp) -> SharedApp {
     let step = |code: i32, what: &str, f: &mut dyn FnMut()| {
         if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(f)) {
@@ -244,6 +245,7 @@ fn boot(worker: Worker, hooks: &Hooks, app: &dyn Fn() -> SharedApp) -> SharedApp
     });
     built.expect("the application was built")
 }
+// ANCHOR_END: boot
 
 fn boot_failed(worker: Worker, what: &str, error: &dyn std::fmt::Display) -> ! {
     log::critical(format_args!(
