@@ -392,3 +392,127 @@ fn the_post_fork_example_goes_wrong_shared_and_right_per_process() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(shared > 0, "sharing the connection went unnoticed: {text}");
 }
+
+#[test]
+fn every_hook_runs_in_its_process_and_resources_are_torn_down_where_built() {
+    let deps = std::env::current_exe().unwrap();
+    let example = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/hooks");
+    let mut child = Command::new(&example)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+    let arbiter = child.id();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the example printed its address")
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("turnstile: listening on http://") {
+            break addr.to_owned();
+        }
+        seen.push(line);
+    };
+    let answer = wait_until(Duration::from_secs(10), || fetch(&addr, "/hello").ok());
+    assert!(answer.is_some_and(|(status, _)| status == 200));
+    std::thread::sleep(Duration::from_millis(200));
+    signal_process(arbiter, "TERM");
+    seen.extend(lines.map_while(Result::ok));
+    let status = wait_until(Duration::from_secs(10), || child.try_wait().unwrap()).unwrap();
+    assert!(status.success());
+
+    let text = seen.join("\n");
+    let pid_of = |prefix: &str| -> Vec<u32> {
+        seen.iter()
+            .filter(|line| line.starts_with(prefix))
+            .map(|line| line.rsplit("pid=").next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let position = |needle: &str| {
+        seen.iter()
+            .position(|line| line.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+    };
+    for in_arbiter in [
+        "on_starting",
+        "when_ready",
+        "pre_fork",
+        "child_exit",
+        "on_exit",
+    ] {
+        let pids = pid_of(in_arbiter);
+        assert!(
+            !pids.is_empty() && pids.iter().all(|pid| *pid == arbiter),
+            "{in_arbiter}:\n{text}"
+        );
+    }
+    assert_eq!(pid_of("pre_fork").len(), 2);
+    assert_eq!(pid_of("child_exit").len(), 2);
+    for in_worker in [
+        "post_fork",
+        "post_worker_init",
+        "worker_exit",
+        "pre_request",
+        "post_request",
+    ] {
+        let pids = pid_of(in_worker);
+        assert!(
+            !pids.is_empty() && !pids.contains(&arbiter),
+            "{in_worker}:\n{text}"
+        );
+    }
+    for worker in 1..=2 {
+        let order = [
+            format!("pre_fork worker={worker}"),
+            format!("post_fork worker={worker}"),
+            format!("post_worker_init worker={worker}"),
+            format!("worker_exit worker={worker}"),
+            format!("child_exit worker={worker}"),
+        ];
+        let positions: Vec<usize> = order.iter().map(|needle| position(needle)).collect();
+        assert!(
+            positions.is_sorted(),
+            "worker {worker}'s hooks out of order:\n{text}"
+        );
+    }
+    assert!(text.contains("pre_request /hello"), "{text}");
+    assert!(text.contains("post_request /hello status=200"), "{text}");
+    // The worker that served the request built its session, and dropped it
+    // itself as it exited.
+    let server = pid_of("post_request")[0];
+    assert!(
+        text.contains(&format!("teardown session opened_by={server} pid={server}")),
+        "{text}"
+    );
+    assert!(position("teardown session") > position("post_request"));
+    assert!(position("on_exit") == seen.len() - 1, "{text}");
+}
+
+#[test]
+fn quit_stops_at_once_without_waiting_for_requests() {
+    let mut server = Turnstile::start(&["--workers", "1", "--threads", "2"]);
+    server.wait_for_workers(1);
+    let addr = server.addr().to_owned();
+    std::thread::scope(|scope| {
+        let slow = scope.spawn(|| fetch(&addr, "/slow?ms=20000"));
+        std::thread::sleep(Duration::from_millis(400));
+        let started = Instant::now();
+        server.signal("QUIT");
+        let status = server
+            .wait_exit(Duration::from_secs(5))
+            .expect("the arbiter exited");
+        assert_eq!(status.code(), Some(0));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(
+            slow.join().unwrap().is_err(),
+            "the slow request was not cut short"
+        );
+    });
+}
