@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 
 use crate::support::{TempPath, Turnstile, fetch, load, signal_process, wait_until};
 
+/// The example program `name`, which `cargo test` builds next to the test
+/// binaries.
+fn example(name: &str) -> std::path::PathBuf {
+    let test_binary = std::env::current_exe().unwrap();
+    let target = test_binary.parent().and_then(|deps| deps.parent()).unwrap();
+    target.join("examples").join(name)
+}
+
 /// The `pid` of each JSON answer.
 fn pids(answers: &[String]) -> HashSet<u64> {
     answers
@@ -368,14 +376,7 @@ fn systemd_socket_activation_serves_on_the_passed_socket() {
 
 #[test]
 fn the_post_fork_example_goes_wrong_shared_and_right_per_process() {
-    // `cargo test` builds the examples next to the test binaries.
-    let deps = std::env::current_exe().unwrap();
-    let example = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/post_fork");
+    let example = example("post_fork");
     let output = Command::new(&example)
         .stderr(Stdio::null())
         .output()
@@ -395,13 +396,7 @@ fn the_post_fork_example_goes_wrong_shared_and_right_per_process() {
 
 #[test]
 fn every_hook_runs_in_its_process_and_resources_are_torn_down_where_built() {
-    let deps = std::env::current_exe().unwrap();
-    let example = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/hooks");
+    let example = example("hooks");
     let mut child = Command::new(&example)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
