@@ -2,8 +2,9 @@
 //! worker, and the arbiter that forks and supervises workers.
 //!
 //! This is the only crate that reads and writes sockets, spawns threads,
-//! forks or handles signals, and the only one allowed `unsafe` (in its
-//! fork and signal module, each use documented).
+//! forks or handles signals, and the only one allowed `unsafe`: the fork
+//! in the arbiter and the adoption of an inherited socket in `listen.rs`,
+//! each with its `SAFETY` comment.
 //!
 //! - [`http1`]: parsing and framing, which do no I/O, and the connection
 //!   loop;
