@@ -94,15 +94,7 @@ impl Turnstile {
     }
 
     pub(crate) fn get(&self, target: &str) -> String {
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        write!(
-            stream,
-            "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
+        exchange(&self.addr, target).unwrap()
     }
 }
 
@@ -190,6 +182,20 @@ impl Drop for TempPath {
 
 /// One GET on a fresh connection: the status and the body, or why it failed.
 pub(crate) fn fetch(addr: &str, target: &str) -> Result<(u16, String), String> {
+    let response = exchange(addr, target)?;
+    let status = response
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no response: {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// One GET on a fresh connection: the whole response, or why it failed.
+fn exchange(addr: &str, target: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -203,15 +209,7 @@ pub(crate) fn fetch(addr: &str, target: &str) -> Result<(u16, String), String> {
     stream
         .read_to_string(&mut response)
         .map_err(|e| format!("read: {e}"))?;
-    let status = response
-        .get(9..12)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("no response: {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    Ok(response)
 }
 
 /// Requests `target` from `clients` threads on fresh connections until

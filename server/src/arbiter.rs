@@ -349,13 +349,21 @@ fn block_signals() -> nix::Result<SignalFd> {
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
-/// How the arbiter is stopping.
+/// How the arbiter is stopping: gracefully (workers drain) or quickly
+/// (workers exit at once); workers left at `deadline` are killed.
 #[derive(Clone, Copy, Debug)]
-enum Stopping {
-    /// Workers drain; those left at `deadline` are killed.
-    Graceful { deadline: Instant, killed: bool },
-    /// Workers exit at once; those left at `deadline` are killed.
-    Quick { deadline: Instant, killed: bool },
+struct Stopping {
+    quick: bool,
+    deadline: Instant,
+}
+
+/// How long the arbiter's loop, and a worker's, waits between rounds.
+pub(crate) fn round(timeout: Duration) -> Duration {
+    if timeout.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
 }
 
 /// A worker process, as the arbiter knows it.
@@ -451,7 +459,9 @@ impl Supervisor {
                 if self.workers.is_empty() {
                     return;
                 }
-                self.kill_stragglers(stopping);
+                if Instant::now() >= stopping.deadline {
+                    self.kill_stragglers();
+                }
                 continue;
             }
             self.abort_stuck();
@@ -463,11 +473,6 @@ impl Supervisor {
 
     /// Waits for a signal or a worker's message, or until the next round.
     fn wait(&self) {
-        let round = if self.config.timeout.is_zero() {
-            Duration::from_secs(1)
-        } else {
-            (self.config.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
-        };
         let mut fds: Vec<PollFd<'_>> = self
             .signals
             .iter()
@@ -475,7 +480,7 @@ impl Supervisor {
             .chain(self.workers.iter().map(|w| w.from_worker.as_fd()))
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
-        let timeout = PollTimeout::try_from(round).unwrap_or(PollTimeout::MAX);
+        let timeout = PollTimeout::try_from(round(self.config.timeout)).unwrap_or(PollTimeout::MAX);
         let _ = poll(&mut fds, timeout);
     }
 
@@ -494,25 +499,17 @@ impl Supervisor {
         match signal {
             Signal::SIGTERM if self.stopping.is_none() => {
                 log::info(format_args!("TERM: stopping gracefully"));
-                self.stopping = Some(Stopping::Graceful {
+                self.stopping = Some(Stopping {
+                    quick: false,
                     deadline: now + self.config.graceful_timeout,
-                    killed: false,
                 });
                 for worker in &mut self.workers {
                     worker.retire();
                 }
             }
-            Signal::SIGINT | Signal::SIGQUIT
-                if !matches!(self.stopping, Some(Stopping::Quick { .. })) =>
-            {
+            Signal::SIGINT | Signal::SIGQUIT if !self.stopping.is_some_and(|s| s.quick) => {
                 log::info(format_args!("{}: stopping quickly", signal.as_str()));
-                self.stopping = Some(Stopping::Quick {
-                    deadline: now + self.config.graceful_timeout,
-                    killed: false,
-                });
-                for worker in &self.workers {
-                    worker.signal(Signal::SIGQUIT);
-                }
+                self.stop_quickly();
             }
             Signal::SIGHUP if self.stopping.is_none() => self.reload(),
             Signal::SIGTTIN => {
@@ -694,41 +691,31 @@ impl Supervisor {
 
     fn halt(&mut self, code: i32) {
         self.exit_code = code;
-        self.stopping = Some(Stopping::Quick {
+        self.stop_quickly();
+    }
+
+    fn stop_quickly(&mut self) {
+        self.stopping = Some(Stopping {
+            quick: true,
             deadline: Instant::now() + self.config.graceful_timeout,
-            killed: false,
         });
         for worker in &self.workers {
             worker.signal(Signal::SIGQUIT);
         }
     }
 
-    fn kill_stragglers(&mut self, stopping: Stopping) {
-        let (deadline, killed) = match stopping {
-            Stopping::Graceful { deadline, killed } | Stopping::Quick { deadline, killed } => {
-                (deadline, killed)
-            }
-        };
-        if killed || Instant::now() < deadline {
+    /// Kills the workers still running at the stop's deadline.
+    fn kill_stragglers(&mut self) {
+        let left = self.workers.iter().filter(|w| !w.killed).count();
+        if left == 0 {
             return;
         }
         log::warning(format_args!(
-            "{} worker(s) still running after graceful_timeout: killing them",
-            self.workers.len()
+            "{left} worker(s) still running after graceful_timeout: killing them"
         ));
         for worker in &mut self.workers {
             worker.kill();
         }
-        self.stopping = Some(match stopping {
-            Stopping::Graceful { deadline, .. } => Stopping::Graceful {
-                deadline,
-                killed: true,
-            },
-            Stopping::Quick { deadline, .. } => Stopping::Quick {
-                deadline,
-                killed: true,
-            },
-        });
     }
 
     /// Aborts the workers past their timeout, and kills those that did not

@@ -54,10 +54,12 @@ impl Listener {
                 .map_err(|_| invalid(format!("`{spec}`: not a file descriptor number")))?;
             return Self::inherit(RawFd::from(fd));
         }
+        // `[::1]` ends in `]`, not in digits, so it gets the port too.
+        let has_port = spec
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
         let with_port;
-        let spec = if spec.rsplit_once(':').is_some_and(|(_, port)| {
-            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !spec.ends_with(']')
-        }) {
+        let spec = if has_port {
             spec
         } else {
             with_port = format!("{spec}:{DEFAULT_PORT}");

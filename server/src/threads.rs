@@ -121,6 +121,7 @@ impl Server {
             .collect();
         let shared = Arc::new(Shared {
             worker: self.worker,
+            local_addrs: self.listeners.iter().map(Listener::local_addr).collect(),
             listeners: self.listeners,
             poller,
             app,
@@ -175,6 +176,8 @@ const DRAIN_CHECK: Duration = Duration::from_millis(10);
 struct Shared<A> {
     worker: Worker,
     listeners: Vec<Listener>,
+    /// Each listener's address, looked up once rather than per connection.
+    local_addrs: Vec<Option<SocketAddr>>,
     poller: Poller,
     app: A,
     config: ConnConfig,
@@ -246,7 +249,7 @@ impl<A: Application> Shared<A> {
                     let mut environ = Environ::new();
                     environ.remote_addr = peer;
                     environ.client_addr = peer;
-                    environ.server_addr = listener.local_addr();
+                    environ.server_addr = self.local_addrs[index];
                     environ.worker = self.worker;
                     if let Ok(connection) = Connection::new(stream, environ, &self.config) {
                         let deadline = connection.deadline(&self.config);

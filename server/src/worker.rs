@@ -29,7 +29,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{Pid, getppid};
 use turnstile_core::{SharedApp, Worker, per_process};
 
-use crate::arbiter::{APP_LOAD_ERROR, ArbiterConfig, WORKER_BOOT_ERROR, panic_message};
+use crate::arbiter::{APP_LOAD_ERROR, ArbiterConfig, WORKER_BOOT_ERROR, panic_message, round};
 use crate::hooks::{Hooks, WithRequestHooks};
 use crate::listen::Listener;
 use crate::{Server, ServerHandle, ids, log};
@@ -143,20 +143,13 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
     let handle = server.spawn(WithRequestHooks::new(app, &hooks));
     send(&to_arbiter, &Beat::Ready);
 
-    let round = if config.timeout.is_zero() {
-        Duration::from_secs(1)
-    } else {
-        (config.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
-    };
+    let round = PollTimeout::try_from(round(config.timeout)).unwrap_or(PollTimeout::MAX);
     let quick = loop {
         let mut fds = [
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(limit_reached.as_fd(), PollFlags::POLLIN),
         ];
-        let _ = poll(
-            &mut fds,
-            PollTimeout::try_from(round).unwrap_or(PollTimeout::MAX),
-        );
+        let _ = poll(&mut fds, round);
         let mut stop = None;
         while let Ok(Some(info)) = signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
