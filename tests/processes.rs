@@ -289,7 +289,7 @@ fn usr1_reopens_the_log_file_in_the_arbiter_and_the_workers() {
     server.signal("USR1");
     let text = wait_until(Duration::from_secs(5), || {
         let text = log.read();
-        (text.matches("log file reopened").count() == 3).then_some(text)
+        (text.matches("log files reopened").count() == 3).then_some(text)
     })
     .unwrap_or_else(|| panic!("reopened log: {:?}", log.read()));
     assert!(text.contains("USR1"), "{text}");

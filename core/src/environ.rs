@@ -9,9 +9,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::uri::Scheme;
-use uuid::Uuid;
-
-use crate::Request;
+use crate::{Request, RequestId};
 
 /// The process and thread that serve a request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,9 +54,10 @@ pub struct Environ {
     pub raw_head: Bytes,
     /// Which worker serves the request.
     pub worker: Worker,
-    /// The id the server gave the request: unique across every worker of
-    /// the server, nil when no server set it.
-    pub request_id: Uuid,
+    /// The request's id: the one the server generated (unique across every
+    /// worker of the server), or one a layer adopted from the request; nil
+    /// when neither set it.
+    pub request_id: RequestId,
 }
 
 static UNKNOWN: Environ = Environ::new();
@@ -75,7 +74,7 @@ impl Environ {
             raw_target: Bytes::new(),
             raw_head: Bytes::new(),
             worker: Worker { id: 0, pid: 0 },
-            request_id: Uuid::nil(),
+            request_id: RequestId::nil(),
         }
     }
 

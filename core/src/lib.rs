@@ -38,8 +38,10 @@ mod body;
 pub mod completion;
 mod environ;
 mod error;
+mod ids;
 mod layer;
 pub mod per_process;
+pub mod reopen;
 pub mod test;
 
 pub use bytes::{self, Bytes};
@@ -51,6 +53,7 @@ pub use body::{BodyRead, ChunkStream, Content, RequestBody, ResponseBody};
 pub use completion::{Completion, CompletionHooks, Outcome, on_complete};
 pub use environ::{Environ, Worker};
 pub use error::{Panicked, call_catching_panics, internal_server_error};
+pub use ids::{RequestId, TraceId};
 pub use layer::{Identity, Layer, LayerFn, Stack, Stacked, layer_fn};
 pub use per_process::PerProcess;
 

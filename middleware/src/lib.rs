@@ -8,6 +8,8 @@
 //! each one be unit-tested with [`turnstile_core::test`] and used under any
 //! server.
 //!
+//! - [`headers`]: static and security headers, the request id (adopted
+//!   or generated, echoed), `Server-Timing`.
 //! - [`post_fork`]: a per-process resource (connection, client) handed to
 //!   each request, rebuilt in every process that serves.
 //!
@@ -16,4 +18,5 @@
 
 #![forbid(unsafe_code)]
 
+pub mod headers;
 pub mod post_fork;

@@ -524,7 +524,7 @@ impl Supervisor {
                 if let Err(error) = log::reopen() {
                     eprintln!("turnstile: cannot reopen the log file: {error}");
                 }
-                log::info(format_args!("USR1: log file reopened"));
+                log::info(format_args!("USR1: log files reopened"));
                 for worker in &self.workers {
                     worker.signal(Signal::SIGUSR1);
                 }

@@ -21,7 +21,8 @@ pub struct InFlight {
     /// Its request-target as received; only the path is shown by
     /// [`InFlight::describe`], since a query string may carry a secret.
     pub target: Bytes,
-    /// Its request id ([`turnstile_core::Environ::request_id`]).
+    /// The id the server gave it ([`turnstile_core::Environ::request_id`]
+    /// starts as this one; a layer may adopt the client's instead).
     pub request_id: Uuid,
     /// When its head had been read.
     pub started: Instant,

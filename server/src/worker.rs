@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `TERM` | stops accepting, finishes its requests (within `graceful_timeout`), exits 0 |
 //! | `INT`, `QUIT` | exits at once |
-//! | `USR1` | reopens the log file |
+//! | `USR1` | reopens the error log, and asks the layers to reopen theirs (`turnstile_core::reopen`) |
 //! | `ABRT` | the arbiter's timeout: logs the stuck request, runs `worker_abort`, exits 1 |
 //!
 //! It also retires itself after `max_requests`, and stops if the arbiter
@@ -159,7 +159,9 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
                     if let Err(error) = log::reopen() {
                         eprintln!("turnstile: cannot reopen the log file: {error}");
                     }
-                    log::info(format_args!("worker {}: log file reopened", worker.id));
+                    // The layers' own log files (the access log) follow.
+                    turnstile_core::reopen::request();
+                    log::info(format_args!("worker {}: log files reopened", worker.id));
                 }
                 Ok(Signal::SIGABRT) => abort(worker, &hooks, &handle),
                 _ => {}

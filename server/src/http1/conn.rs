@@ -518,12 +518,13 @@ fn serve_request<A: Application + ?Sized>(
         }
     };
     let mut environ = environ.clone();
-    environ.request_id = crate::ids::next_request_id();
+    let request_id = crate::ids::next_request_id();
+    environ.request_id = request_id.into();
     // Finished when dropped, even by a panic in a streamed body.
     let _serving = record.start(InFlight {
         method: method.clone(),
         target: target.clone(),
-        request_id: environ.request_id,
+        request_id,
         started: Instant::now(),
     });
     environ.raw_target = target;
