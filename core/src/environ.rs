@@ -7,9 +7,9 @@
 
 use std::net::SocketAddr;
 
+use crate::{Request, RequestId};
 use bytes::Bytes;
 use http::uri::Scheme;
-use crate::{Request, RequestId};
 
 /// The process and thread that serve a request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

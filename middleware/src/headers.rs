@@ -317,10 +317,10 @@ impl<A: Application> Application for WithHeaders<A> {
                 }
             }
         }
-        if let Some(hsts) = config.hsts.as_ref().filter(|_| https) {
-            if !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
-                headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-            }
+        if let Some(hsts) = config.hsts.as_ref().filter(|_| https)
+            && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY)
+        {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
         if config.server_timing {
             headers.append(SERVER_TIMING, app_duration(started));
@@ -449,7 +449,9 @@ mod tests {
         let app = InjectHeaders::new().layer(mock.clone());
         let response = serve(
             &app,
-            TestRequest::get("/").header("X-Request-Id", "edge-42").build(),
+            TestRequest::get("/")
+                .header("X-Request-Id", "edge-42")
+                .build(),
         );
         assert_eq!(response.header("x-request-id"), Some("edge-42"));
         let seen = mock.last_request();
@@ -529,7 +531,11 @@ mod tests {
         );
         let timings = values(&response, "server-timing");
         assert_eq!(timings[0], "db;dur=3");
-        let millis: f64 = timings[1].strip_prefix("app;dur=").unwrap().parse().unwrap();
+        let millis: f64 = timings[1]
+            .strip_prefix("app;dur=")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(millis >= 0.0);
     }
 

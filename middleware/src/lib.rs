@@ -12,6 +12,8 @@
 //!   or generated, echoed), `Server-Timing`.
 //! - [`post_fork`]: a per-process resource (connection, client) handed to
 //!   each request, rebuilt in every process that serves.
+//! - [`request_log`]: one `tracing` event per request at its last byte,
+//!   and the access log (JSON, combined, Gunicorn atoms) written from them.
 //!
 //! The other layers arrive one issue at a time; the book's chapter list
 //! shows the plan.
@@ -20,3 +22,4 @@
 
 pub mod headers;
 pub mod post_fork;
+pub mod request_log;
