@@ -29,8 +29,11 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::middleware::headers::{HeaderRule, InjectHeaders, Mode};
+use crate::middleware::request_log::{AccessFormat, Redactor, RequestLog};
 use crate::server::forwarded::TrustedProxies;
 use crate::server::http1::Limits;
+use crate::server::log::Level;
 use crate::server::http1::conn::ConnConfig;
 use crate::server::{ArbiterConfig, DEFAULT_THREADS};
 
@@ -44,6 +47,8 @@ pub struct Setting {
     pub flag: &'static str,
     /// The short flag, for the few that have one.
     pub short: Option<char>,
+    /// Another long flag, Gunicorn's name where ours differs.
+    pub alias: Option<&'static str>,
     /// What it means, for `--help` and `--print-config`.
     pub help: &'static str,
     /// Whether it takes a value, is a switch, or may be repeated.
@@ -62,6 +67,19 @@ pub enum Kind {
     List,
     /// `--name` alone turns it on; `true` or `false` elsewhere.
     Switch,
+    /// `--name VALUE`, repeatable, for values that may hold commas (header
+    /// lines); one per line in the environment, an array in the file.
+    Lines,
+}
+
+impl Kind {
+    /// What joins a list's items in one value.
+    pub fn separator(self) -> char {
+        match self {
+            Self::Lines => '\n',
+            _ => ',',
+        }
+    }
 }
 
 impl Setting {
@@ -77,6 +95,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "bind",
         flag: "bind",
         short: Some('b'),
+        alias: None,
         help: "where to listen: HOST:PORT, unix:PATH or fd://FD; repeat for several \
                (0.0.0.0:$PORT when PORT is set)",
         kind: Kind::List,
@@ -86,6 +105,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "workers",
         flag: "workers",
         short: Some('w'),
+        alias: None,
         help: "worker processes (WEB_CONCURRENCY when it is set)",
         kind: Kind::Value,
         default: || ArbiterConfig::default().workers.to_string(),
@@ -94,6 +114,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "threads",
         flag: "threads",
         short: None,
+        alias: None,
         help: "request threads",
         kind: Kind::Value,
         default: || DEFAULT_THREADS.to_string(),
@@ -102,6 +123,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "app",
         flag: "app",
         short: None,
+        alias: None,
         help: "the built-in application: demo, hello, environ or broken (fails to load)",
         kind: Kind::Value,
         default: || "demo".to_owned(),
@@ -110,6 +132,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "middleware",
         flag: "middleware",
         short: None,
+        alias: None,
         help: "the layers: all, none (the bare engine), or a comma-separated list",
         kind: Kind::Value,
         default: || "all".to_owned(),
@@ -118,6 +141,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "keepalive",
         flag: "keepalive",
         short: None,
+        alias: None,
         help: "seconds an idle keep-alive connection is kept (0: close after each response)",
         kind: Kind::Value,
         default: || ConnConfig::default().keepalive.as_secs().to_string(),
@@ -126,6 +150,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "limit_request_line",
         flag: "limit-request-line",
         short: None,
+        alias: None,
         help: "longest request line, in bytes",
         kind: Kind::Value,
         default: || Limits::default().request_line.to_string(),
@@ -134,6 +159,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "limit_request_fields",
         flag: "limit-request-fields",
         short: None,
+        alias: None,
         help: "most header fields in a request",
         kind: Kind::Value,
         default: || Limits::default().header_fields.to_string(),
@@ -142,6 +168,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "limit_request_field_size",
         flag: "limit-request-field-size",
         short: None,
+        alias: None,
         help: "longest header field line, in bytes, counting its CRLF",
         kind: Kind::Value,
         default: || Limits::default().header_field_size.to_string(),
@@ -150,6 +177,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "limit_request_body",
         flag: "limit-request-body",
         short: None,
+        alias: None,
         help: "largest request body, in bytes (0: no limit)",
         kind: Kind::Value,
         default: || ConnConfig::default().max_body.unwrap_or(0).to_string(),
@@ -158,6 +186,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "timeout",
         flag: "timeout",
         short: Some('t'),
+        alias: None,
         help: "seconds a request may run (or a worker stay silent) before the worker is \
                aborted and replaced (0: never)",
         kind: Kind::Value,
@@ -167,6 +196,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "graceful_timeout",
         flag: "graceful-timeout",
         short: None,
+        alias: None,
         help: "seconds a stopping worker gets to finish its requests before it is killed",
         kind: Kind::Value,
         default: || {
@@ -180,6 +210,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "max_requests",
         flag: "max-requests",
         short: None,
+        alias: None,
         help: "requests a worker serves before it is replaced (0: no limit)",
         kind: Kind::Value,
         default: || ArbiterConfig::default().max_requests.to_string(),
@@ -188,6 +219,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "max_requests_jitter",
         flag: "max-requests-jitter",
         short: None,
+        alias: None,
         help: "up to this many more requests, drawn per worker, so workers do not all \
                retire at once",
         kind: Kind::Value,
@@ -197,6 +229,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "preload",
         flag: "preload",
         short: None,
+        alias: None,
         help: "build the application in the arbiter, before forking the workers",
         kind: Kind::Switch,
         default: || "false".to_owned(),
@@ -205,6 +238,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "backlog",
         flag: "backlog",
         short: None,
+        alias: None,
         help: "connections the kernel queues before they are accepted",
         kind: Kind::Value,
         default: || ArbiterConfig::default().backlog.to_string(),
@@ -213,6 +247,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "forwarded_allow_ips",
         flag: "forwarded-allow-ips",
         short: None,
+        alias: None,
         help: "peers (addresses, networks such as 10.0.0.0/8, or *) whose X-Forwarded-For, \
                X-Forwarded-Proto and Forwarded headers set the client address and scheme; \
                FORWARDED_ALLOW_IPS when it is set",
@@ -220,19 +255,135 @@ pub const SETTINGS: &[Setting] = &[
         default: || TrustedProxies::default().to_string(),
     },
     Setting {
-        name: "errorlog",
-        flag: "error-logfile",
+        name: "error_log",
+        flag: "error-log",
         short: None,
-        help: "where the server logs its own events: a file, or - for standard error; \
+        alias: Some("error-logfile"),
+        help: "where the server and the application log: a file, or - for standard error; \
                SIGUSR1 reopens it",
         kind: Kind::Value,
         default: || "-".to_owned(),
     },
+    Setting {
+        name: "log_level",
+        flag: "log-level",
+        short: None,
+        alias: None,
+        help: "the least serious messages logged: debug, info, warning, error or critical \
+               (RUST_LOG, when set, chooses the application's events instead)",
+        kind: Kind::Value,
+        default: || "info".to_owned(),
+    },
+    Setting {
+        name: "access_log",
+        flag: "access-log",
+        short: None,
+        alias: Some("access-logfile"),
+        help: "where the request_log layer writes one line per request: a file, or - for \
+               standard output; SIGUSR1 reopens it",
+        kind: Kind::Value,
+        default: || "-".to_owned(),
+    },
+    Setting {
+        name: "access_log_format",
+        flag: "access-log-format",
+        short: None,
+        alias: Some("access-logformat"),
+        help: "json, combined (Gunicorn's default), or a format of Gunicorn atoms such as \
+               '%(h)s \"%(r)s\" %(s)s %(D)s %({x-request-id}i)s'",
+        kind: Kind::Value,
+        default: || "combined".to_owned(),
+    },
+    Setting {
+        name: "access_log_skip",
+        flag: "access-log-skip",
+        short: None,
+        alias: None,
+        help: "a path whose successful requests are not logged (health checks); repeat for several",
+        kind: Kind::List,
+        default: String::new,
+    },
+    Setting {
+        name: "access_log_redact",
+        flag: "access-log-redact",
+        short: None,
+        alias: None,
+        help: "a word that makes a query key secret, besides token, password, passwd, pwd, \
+               secret, key, code, signature, sig, auth, session, credential and jwt",
+        kind: Kind::List,
+        default: String::new,
+    },
+    Setting {
+        name: "header",
+        flag: "header",
+        short: None,
+        alias: None,
+        help: "a response header, 'Name: value', replacing the application's; repeat for several",
+        kind: Kind::Lines,
+        default: String::new,
+    },
+    Setting {
+        name: "header_if_absent",
+        flag: "header-if-absent",
+        short: None,
+        alias: None,
+        help: "a response header, 'Name: value', added where the application set none",
+        kind: Kind::Lines,
+        default: String::new,
+    },
+    Setting {
+        name: "header_append",
+        flag: "header-append",
+        short: None,
+        alias: None,
+        help: "a response header, 'Name: value', added after the application's",
+        kind: Kind::Lines,
+        default: String::new,
+    },
+    Setting {
+        name: "security_headers",
+        flag: "security-headers",
+        short: None,
+        alias: None,
+        help: "Django's security headers where the application set none: nosniff, \
+               Referrer-Policy and Cross-Origin-Opener-Policy same-origin, X-Frame-Options DENY",
+        kind: Kind::Value,
+        default: || "true".to_owned(),
+    },
+    Setting {
+        name: "hsts",
+        flag: "hsts",
+        short: None,
+        alias: None,
+        help: "the Strict-Transport-Security value sent on HTTPS requests, such as \
+               'max-age=31536000; includeSubDomains' (empty: none)",
+        kind: Kind::Value,
+        default: String::new,
+    },
+    Setting {
+        name: "request_id_header",
+        flag: "request-id-header",
+        short: None,
+        alias: None,
+        help: "the header a request id is taken from (when valid) and echoed on (none: no ids)",
+        kind: Kind::Value,
+        default: || "X-Request-Id".to_owned(),
+    },
+    Setting {
+        name: "server_timing",
+        flag: "server-timing",
+        short: None,
+        alias: None,
+        help: "add Server-Timing: app;dur=<ms> to responses",
+        kind: Kind::Value,
+        default: || "true".to_owned(),
+    },
 ];
 
-/// The layers the binary knows, outermost first. Each layer's issue adds
-/// its name here and its construction in the binary.
-pub const LAYERS: &[&str] = &[];
+/// The layers the binary knows, outermost first. Header injection sits
+/// outside request logging, so that the log carries the request id the
+/// client sent.
+pub const LAYERS: &[&str] = &["headers", "request_log"];
 
 /// Where a setting's value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -314,8 +465,20 @@ pub struct Config {
     pub preload: bool,
     /// `backlog`.
     pub backlog: u32,
-    /// `errorlog`: a path, or `-` for standard error.
-    pub errorlog: String,
+    /// `error_log`: a path, or `-` for standard error.
+    pub error_log: String,
+    /// `log_level`.
+    pub log_level: Level,
+    /// `access_log`: a path, or `-` for standard output.
+    pub access_log: String,
+    /// `access_log_format`.
+    pub access_log_format: AccessFormat,
+    /// The request-logging layer, from `access_log_skip`,
+    /// `access_log_redact` and the headers the format prints.
+    pub request_log: RequestLog,
+    /// The header-injection layer, from `header*`, `security_headers`,
+    /// `hsts`, `request_id_header` and `server_timing`.
+    pub inject_headers: InjectHeaders,
     /// `forwarded_allow_ips`.
     pub forwarded_allow_ips: TrustedProxies,
     /// Each setting's value as text, and its origin, in `SETTINGS` order.
@@ -352,12 +515,13 @@ impl Config {
                 .parse()
                 .map_err(|e| ConfigError(format!("{path} is not valid TOML: {e}")))?;
             for (key, value) in table {
-                if !SETTINGS.iter().any(|setting| setting.name == key) {
+                let Some(setting) = SETTINGS.iter().find(|setting| setting.name == key) else {
                     return Err(ConfigError(format!(
                         "{path}: unknown setting `{key}` (known: {})",
                         setting_names()
                     )));
-                }
+                };
+                let separator = setting.kind.separator().to_string();
                 let text = match value {
                     toml::Value::String(s) => s,
                     toml::Value::Integer(n) => n.to_string(),
@@ -369,7 +533,16 @@ impl Config {
                         .ok_or_else(|| {
                             ConfigError(format!("{path}: `{key}` must be a list of strings"))
                         })?
-                        .join(","),
+                        .join(&separator),
+                    // `[header]` with `"Cache-Control" = "no-store"` lines.
+                    toml::Value::Table(headers) if setting.kind == Kind::Lines => headers
+                        .iter()
+                        .map(|(name, value)| value.as_str().map(|value| format!("{name}: {value}")))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| {
+                            ConfigError(format!("{path}: the values in [{key}] must be strings"))
+                        })?
+                        .join(&separator),
                     other => {
                         return Err(ConfigError(format!(
                             "{path}: `{key}` cannot be {}",
@@ -473,10 +646,66 @@ impl Config {
                 "invalid forwarded_allow_ips (from {proxies_origin}): {e}"
             ))
         })?;
-        let errorlog = get("errorlog").0.to_owned();
-        if errorlog.is_empty() {
-            return Err(bad("errorlog", "a file path, or - for standard error"));
+        let error_log = get("error_log").0.to_owned();
+        if error_log.is_empty() {
+            return Err(bad("error_log", "a file path, or - for standard error"));
         }
+        let log_level = get("log_level")
+            .0
+            .parse()
+            .map_err(|_| bad("log_level", "debug, info, warning, error or critical"))?;
+        let access_log = get("access_log").0.to_owned();
+        if access_log.is_empty() {
+            return Err(bad("access_log", "a file path, or - for standard output"));
+        }
+        let invalid = |name: &str, error: &dyn fmt::Display| {
+            ConfigError(format!("invalid {name} (from {}): {error}", get(name).1))
+        };
+        let access_log_format: AccessFormat = get("access_log_format")
+            .0
+            .parse()
+            .map_err(|e| invalid("access_log_format", &e))?;
+        let items = |name: &str| -> Vec<&str> {
+            let kind = SETTINGS.iter().find(|s| s.name == name).map_or(Kind::List, |s| s.kind);
+            get(name)
+                .0
+                .split(kind.separator())
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .collect()
+        };
+        let request_log = items("access_log_skip")
+            .into_iter()
+            .fold(RequestLog::new(), RequestLog::skip)
+            .redactor(Redactor::default().and(items("access_log_redact")))
+            .for_format(&access_log_format);
+        let mut inject_headers = InjectHeaders::new();
+        for (name, mode) in [
+            ("header", Mode::Set),
+            ("header_if_absent", Mode::IfAbsent),
+            ("header_append", Mode::Append),
+        ] {
+            for line in items(name) {
+                let rule = HeaderRule::parse(mode, line).map_err(|e| invalid(name, &e))?;
+                inject_headers = inject_headers.rule(rule);
+            }
+        }
+        if switch("security_headers")? {
+            inject_headers = inject_headers.security_preset();
+        }
+        if !get("hsts").0.is_empty() {
+            inject_headers = inject_headers
+                .hsts(get("hsts").0)
+                .map_err(|e| invalid("hsts", &e))?;
+        }
+        let request_id_header = match get("request_id_header").0 {
+            "" | "none" => None,
+            name => Some(name),
+        };
+        let inject_headers = inject_headers
+            .request_id_header(request_id_header)
+            .map_err(|e| invalid("request_id_header", &e))?
+            .server_timing(switch("server_timing")?);
         let app = match get("app").0 {
             "demo" => AppName::Demo,
             "hello" => AppName::Hello,
@@ -510,7 +739,12 @@ impl Config {
             max_requests_jitter: number("max_requests_jitter")?,
             preload: switch("preload")?,
             backlog,
-            errorlog,
+            error_log,
+            log_level,
+            access_log,
+            access_log_format,
+            request_log,
+            inject_headers,
             forwarded_allow_ips,
             sources,
         })
@@ -557,9 +791,10 @@ impl Config {
         for ((name, value, origin), setting) in self.sources.iter().zip(SETTINGS) {
             let value = value.trim();
             let literal = match setting.kind {
-                Kind::List => toml::Value::Array(
+                Kind::List | Kind::Lines => toml::Value::Array(
                     value
-                        .split(',')
+                        .split(setting.kind.separator())
+                        .filter(|item| !item.trim().is_empty())
                         .map(|item| toml::Value::String(item.trim().to_owned()))
                         .collect(),
                 )

@@ -9,12 +9,14 @@
 //! * [`middleware`]: the layers;
 //! * [`server`]: the HTTP/1.1 engine, worker threads and the arbiter.
 //!
-//! It also holds the applications the `turnstile` binary serves ([`apps`]).
+//! It also holds the applications the `turnstile` binary serves ([`apps`]),
+//! its settings ([`config`]) and its `tracing` subscriber ([`logging`]).
 
 #![forbid(unsafe_code)]
 
 pub mod apps;
 pub mod config;
+pub mod logging;
 
 pub use turnstile_core::*;
 pub use turnstile_middleware as middleware;

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use turnstile::config::{AppName, Config, Kind, SETTINGS};
 use turnstile::server::{Arbiter, log};
-use turnstile::{SharedApp, apps};
+use turnstile::{SharedApp, Stack, apps, logging};
 
 /// A pre-forking HTTP/1.1 server for Rust applications.
 ///
@@ -44,8 +44,12 @@ fn command() -> clap::Command {
         ));
         let arg = match setting.kind {
             Kind::Value => arg.value_name("VALUE"),
-            Kind::List => arg.value_name("VALUE").action(ArgAction::Append),
+            Kind::List | Kind::Lines => arg.value_name("VALUE").action(ArgAction::Append),
             Kind::Switch => arg.action(ArgAction::SetTrue),
+        };
+        let arg = match setting.alias {
+            Some(alias) => arg.visible_alias(alias),
+            None => arg,
         };
         command.arg(match setting.short {
             Some(short) => arg.short(short),
@@ -60,11 +64,11 @@ fn load(args: &Args, matches: &ArgMatches) -> Result<Config, String> {
         .filter_map(|setting| {
             let value = match setting.kind {
                 Kind::Switch => matches.get_flag(setting.name).then(|| "true".to_owned())?,
-                _ => matches
+                kind => matches
                     .get_many::<String>(setting.name)?
                     .map(String::as_str)
                     .collect::<Vec<_>>()
-                    .join(","),
+                    .join(&kind.separator().to_string()),
             };
             Some((setting.name, value))
         })
@@ -93,8 +97,15 @@ fn load(args: &Args, matches: &ArgMatches) -> Result<Config, String> {
 
 /// The application the settings choose, wrapped in the chosen layers.
 fn build_app(config: &Config) -> SharedApp {
-    // No layer has landed yet: every choice is the bare application.
-    debug_assert!(config.middleware.is_empty());
+    let chosen = |name: &str| config.middleware.contains(&name);
+    let app = bare_app(config);
+    let stack = Stack::new()
+        .option_layer(chosen("headers").then(|| config.inject_headers.clone()))
+        .option_layer(chosen("request_log").then(|| config.request_log.clone()));
+    SharedApp::new(stack.app(app))
+}
+
+fn bare_app(config: &Config) -> SharedApp {
     match config.app {
         AppName::Demo => {
             apps::load_demo();
@@ -124,11 +135,15 @@ fn main() -> ExitCode {
         println!("turnstile: the configuration is valid");
         return ExitCode::SUCCESS;
     }
-    if let Err(error) = log::to_file(Path::new(&config.errorlog)) {
+    if let Err(error) = log::to_file(Path::new(&config.error_log)) {
         eprintln!(
             "turnstile: cannot open the log file {}: {error}",
-            config.errorlog
+            config.error_log
         );
+        return ExitCode::from(2);
+    }
+    if let Err(error) = logging::install(&config, std::env::var("RUST_LOG").ok()) {
+        eprintln!("turnstile: {error}");
         return ExitCode::from(2);
     }
     let arbiter = Arbiter::new(config.arbiter_config()).preload(config.preload);

@@ -10,8 +10,68 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
+
+/// How serious a message is, as Gunicorn's `loglevel` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Detail for finding a problem.
+    Debug,
+    /// Routine events: workers booting, signals handled.
+    Info,
+    /// Something went wrong and was handled.
+    Warning,
+    /// Something failed.
+    Error,
+    /// A process stops or is killed.
+    Critical,
+}
+
+impl Level {
+    /// The name in a log line: `INFO`, `WARNING`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "DEBUG",
+            Self::Info => "INFO",
+            Self::Warning => "WARNING",
+            Self::Error => "ERROR",
+            Self::Critical => "CRITICAL",
+        }
+    }
+}
+
+impl FromStr for Level {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "debug" => Ok(Self::Debug),
+            "info" => Ok(Self::Info),
+            "warning" | "warn" => Ok(Self::Warning),
+            "error" => Ok(Self::Error),
+            "critical" => Ok(Self::Critical),
+            _ => Err(format!(
+                "unknown log level {text:?}: expected debug, info, warning, error or critical"
+            )),
+        }
+    }
+}
+
+/// The least serious level written.
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Writes messages at `level` and above only.
+pub fn set_level(level: Level) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+/// Whether a message at `level` would be written.
+pub fn enabled(level: Level) -> bool {
+    level as u8 >= LEVEL.load(Ordering::Relaxed)
+}
 
 /// The file, when there is one; standard error otherwise.
 static FILE: Mutex<Option<(PathBuf, File)>> = Mutex::new(None);
@@ -42,26 +102,36 @@ fn open(path: &Path) -> io::Result<File> {
 
 /// Logs a routine event.
 pub fn info(message: fmt::Arguments<'_>) {
-    write_line("INFO", message);
+    write(Level::Info, message);
 }
 
 /// Logs something that went wrong but was handled.
 pub fn warning(message: fmt::Arguments<'_>) {
-    write_line("WARNING", message);
+    write(Level::Warning, message);
 }
 
 /// Logs something that stops or kills a process.
 pub fn critical(message: fmt::Arguments<'_>) {
-    write_line("CRITICAL", message);
+    write(Level::Critical, message);
 }
 
-/// `[date] [pid] [LEVEL] message`, as Gunicorn writes it, in one write so
-/// lines from several processes do not interleave.
-fn write_line(level: &str, message: fmt::Arguments<'_>) {
+/// Writes `[date] [pid] [LEVEL] message`, as Gunicorn does, in one write so
+/// lines from several processes do not interleave; nothing when `level` is
+/// below the one set.
+pub fn write(level: Level, message: fmt::Arguments<'_>) {
+    if enabled(level) {
+        write_unfiltered(level, message);
+    }
+}
+
+/// Writes a line whatever level is set: for messages another filter has
+/// already chosen (the application's `tracing` events under `RUST_LOG`).
+pub fn write_unfiltered(level: Level, message: fmt::Arguments<'_>) {
     let line = format!(
-        "[{}] [{}] [{level}] {message}\n",
+        "[{}] [{}] [{}] {message}\n",
         httpdate::fmt_http_date(SystemTime::now()),
-        std::process::id()
+        std::process::id(),
+        level.as_str()
     );
     let mut file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
     let written = match file.as_mut() {
