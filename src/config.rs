@@ -33,8 +33,8 @@ use crate::middleware::headers::{HeaderRule, InjectHeaders, Mode};
 use crate::middleware::request_log::{AccessFormat, Redactor, RequestLog};
 use crate::server::forwarded::TrustedProxies;
 use crate::server::http1::Limits;
-use crate::server::log::Level;
 use crate::server::http1::conn::ConnConfig;
+use crate::server::log::Level;
 use crate::server::{ArbiterConfig, DEFAULT_THREADS};
 
 /// One setting: its names in each source, its meaning and its default.
@@ -666,7 +666,10 @@ impl Config {
             .parse()
             .map_err(|e| invalid("access_log_format", &e))?;
         let items = |name: &str| -> Vec<&str> {
-            let kind = SETTINGS.iter().find(|s| s.name == name).map_or(Kind::List, |s| s.kind);
+            let kind = SETTINGS
+                .iter()
+                .find(|s| s.name == name)
+                .map_or(Kind::List, |s| s.kind);
             get(name)
                 .0
                 .split(kind.separator())
@@ -988,6 +991,33 @@ mod tests {
         assert_eq!(parse_middleware("all"), Ok(LAYERS.to_vec()));
         let error = parse_middleware("logging").unwrap_err();
         assert!(error.contains("unknown layer `logging`"), "{error}");
+    }
+
+    #[test]
+    fn header_lines_keep_their_commas_from_every_source() {
+        use crate::Layer;
+        use crate::test::{MockApp, TestRequest, serve};
+
+        let headers = |config: Config| {
+            let app = config.inject_headers.layer(MockApp::ok("hi"));
+            serve(&app, TestRequest::get("/").build()).headers
+        };
+        let file = "[header]\n\"Cache-Control\" = \"no-cache, no-store\"\n";
+        let config = resolve(&[], &[], Some(file)).unwrap();
+        assert_eq!(headers(config)["cache-control"], "no-cache, no-store");
+
+        let env = [("TURNSTILE_HEADER_APPEND", "Vary: A, B\nX-Two: 2")];
+        let config = resolve(&[], &env, None).unwrap();
+        let printed = config.to_toml();
+        let sent = headers(config);
+        assert_eq!(sent["vary"], "A, B");
+        assert_eq!(sent["x-two"], "2");
+        assert!(
+            printed.contains(r#"header_append = ["Vary: A, B", "X-Two: 2"]"#),
+            "{printed}"
+        );
+        let error = resolve(&[("header", "Connection: close")], &[], None).unwrap_err();
+        assert!(error.to_string().contains("from flag --header"), "{error}");
     }
 
     #[test]

@@ -10,5 +10,8 @@ mod binary;
 /// Settings from flags, environment and file.
 mod config;
 
+/// The header-injection and request-logging layers, in the binary.
+mod layers;
+
 /// The arbiter and its workers: signals, supervision, binds.
 mod processes;
