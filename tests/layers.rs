@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{TempPath, Turnstile, get_with, wait_until};
+use crate::support::{TempPath, Turnstile, example, get_with, wait_until};
 
 /// Waits for `path` to hold `count` lines (the access log writes its
 /// buffers out at least every second).
@@ -268,4 +268,27 @@ fn bad_layer_settings_stop_the_binary_before_it_listens() {
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?} listened");
     }
+}
+
+#[test]
+fn the_example_tags_and_logs_each_request_of_an_existing_application() {
+    let output = Command::new(example("observe_app")).output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("  x-request-id: example-1\n"), "{text}");
+    assert_eq!(
+        text.matches("  x-frame-options: DENY\n").count(),
+        3,
+        "{text}"
+    );
+    let access_log = text.split_once("access log:\n").unwrap().1;
+    assert!(!access_log.contains("s3cret"), "{access_log}");
+    let log: Vec<serde_json::Value> = access_log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // The health check was left out.
+    assert_eq!(log.len(), 2, "{text}");
+    assert_eq!(log[0]["request_id"], "example-1");
+    assert_eq!(log[1]["query"], "token=[redacted]&page=2");
 }

@@ -5,15 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{TempPath, Turnstile, fetch, load, signal_process, wait_until};
-
-/// The example program `name`, which `cargo test` builds next to the test
-/// binaries.
-fn example(name: &str) -> std::path::PathBuf {
-    let test_binary = std::env::current_exe().unwrap();
-    let target = test_binary.parent().and_then(|deps| deps.parent()).unwrap();
-    target.join("examples").join(name)
-}
+use crate::support::{TempPath, Turnstile, example, fetch, load, signal_process, wait_until};
 
 /// The `pid` of each JSON answer.
 fn pids(answers: &[String]) -> HashSet<u64> {

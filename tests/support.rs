@@ -320,3 +320,11 @@ pub(crate) fn get_with(addr: &str, target: &str, headers: &[(&str, &str)]) -> Re
         body: body.to_owned(),
     }
 }
+
+/// The example program `name`, which `cargo test` builds next to the test
+/// binaries.
+pub(crate) fn example(name: &str) -> std::path::PathBuf {
+    let test_binary = std::env::current_exe().unwrap();
+    let target = test_binary.parent().and_then(|deps| deps.parent()).unwrap();
+    target.join("examples").join(name)
+}

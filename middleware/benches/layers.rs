@@ -1,0 +1,72 @@
+//! What each layer costs per request, in process: the same request served
+//! by a bare application and by the application wrapped in one layer. The
+//! difference between the two is the layer's overhead.
+//!
+//! Run: `cargo bench -p turnstile-middleware --bench layers`
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use turnstile_core::test::{TestRequest, serve};
+use turnstile_core::{Application, Layer, Request, Response, Uuid};
+use turnstile_middleware::headers::InjectHeaders;
+use turnstile_middleware::request_log::{AccessFormat, AccessLog, Output, RequestLog};
+
+fn hello(_request: Request) -> Response {
+    Response::new("Hello, world!\n".into())
+}
+
+/// A request as the server hands it over: a browser's headers, a client
+/// address and the server's request id.
+fn request() -> Request {
+    TestRequest::get("/articles/2026?page=2&token=abc")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Firefox/133.0",
+        )
+        .header("referer", "https://www.example.com/articles/")
+        .header("accept", "text/html")
+        .remote_addr("127.0.0.1:40000".parse().unwrap())
+        .environ(|environ| environ.request_id = Uuid::from_u128(0x1234_5678).into())
+        .build()
+}
+
+fn bench(c: &mut Criterion, name: &str, app: &impl Application) {
+    c.bench_function(name, |b| {
+        b.iter_batched(
+            request,
+            |req| black_box(serve(app, req)),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn layers(c: &mut Criterion) {
+    bench(c, "bare application", &hello);
+    bench(
+        c,
+        "header injection (preset, request id, Server-Timing)",
+        &InjectHeaders::new().security_preset().layer(hello),
+    );
+    bench(
+        c,
+        "request logging, nobody listening",
+        &RequestLog::new().layer(hello),
+    );
+    for label in ["json", "combined"] {
+        let format: AccessFormat = label.parse().unwrap();
+        let access_log = AccessLog::new(format.clone(), Output::File("/dev/null".into()));
+        let subscriber = tracing_subscriber::registry()
+            .with(access_log.clone().with_filter(RequestLog::events()));
+        let app = RequestLog::new().for_format(&format).layer(hello);
+        tracing::subscriber::with_default(subscriber, || {
+            bench(c, &format!("request logging, {} access log", label), &app);
+        });
+        access_log.flush();
+    }
+}
+
+criterion_group!(benches, layers);
+criterion_main!(benches);
