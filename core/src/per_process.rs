@@ -31,6 +31,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 /// A value built once per process, on first use.
@@ -151,6 +152,21 @@ impl<T> fmt::Debug for PerProcess<T> {
     }
 }
 
+/// How many times [`after_fork`] has run, counting the parent's calls.
+static AFTER_FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Changes whenever [`after_fork`] runs. A hot path may cache what
+/// [`PerProcess::get`] returned, in a thread-local, for as long as this is
+/// unchanged, and so skip `get`'s check of the process id (a system call).
+///
+/// It is only as good as the forking server: Turnstile's workers call
+/// [`after_fork`] before any request thread starts. Only the thread that
+/// called `fork()` lives on in the child, so other threads' caches cannot be
+/// stale.
+pub fn generation() -> u64 {
+    AFTER_FORKS.load(Ordering::Acquire)
+}
+
 fn resources() -> std::sync::MutexGuard<'static, Vec<Weak<dyn Resource>>> {
     RESOURCES.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -165,6 +181,7 @@ fn live_resources() -> Vec<Arc<dyn Resource>> {
 /// oldest first, forgetting the parent's copies. Values never built are
 /// left to be built on first use.
 pub fn after_fork() {
+    AFTER_FORKS.fetch_add(1, Ordering::Release);
     for resource in live_resources() {
         resource.rebuild_if_built();
     }

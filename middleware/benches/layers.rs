@@ -29,7 +29,10 @@ fn request() -> Request {
         .header("referer", "https://www.example.com/articles/")
         .header("accept", "text/html")
         .remote_addr("127.0.0.1:40000".parse().unwrap())
-        .environ(|environ| environ.request_id = Uuid::from_u128(0x1234_5678).into())
+        .environ(|environ| {
+            environ.request_id = Uuid::from_u128(0x1234_5678).into();
+            environ.worker.pid = std::process::id();
+        })
         .build()
 }
 

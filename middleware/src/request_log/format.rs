@@ -199,11 +199,17 @@ fn write_json(r: &AccessRecord, out: &mut Vec<u8>) {
         r.bytes,
         r.duration.as_secs_f64()
     );
-    string(out, Some(&r.request_id.to_string()));
-    out.extend_from_slice(b",\"trace_id\":");
-    string(out, r.trace_id.map(|id| id.to_string()).as_deref());
-    out.extend_from_slice(b",\"client\":");
-    string(out, r.client.map(|ip| ip.to_string()).as_deref());
+    // Ids and addresses hold no character JSON escapes (`RequestId` admits
+    // no quote, backslash or control character), so they are written as
+    // they print.
+    let _ = match &r.trace_id {
+        Some(id) => write!(out, "\"{}\",\"trace_id\":\"{id}\"", r.request_id),
+        None => write!(out, "\"{}\",\"trace_id\":null", r.request_id),
+    };
+    let _ = match r.client {
+        Some(ip) => write!(out, ",\"client\":\"{ip}\""),
+        None => write!(out, ",\"client\":null"),
+    };
     out.extend_from_slice(b",\"user_agent\":");
     let agent = r
         .user_agent

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
-use turnstile_core::{PerProcess, reopen};
+use turnstile_core::{PerProcess, per_process, reopen};
 
 use super::{AccessFormat, TARGET, with_current_record};
 
@@ -103,6 +103,30 @@ impl AccessLog {
 thread_local! {
     /// This thread's scratch line, reused.
     static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The buffers this thread last wrote to: which log, in which
+    /// `per_process::generation`, saving `PerProcess::get` (and its
+    /// `getpid`) on every line.
+    static BUFFERS: RefCell<Option<(usize, u64, Arc<Shared>)>> = const { RefCell::new(None) };
+}
+
+impl AccessLog {
+    fn with_buffers(&self, f: impl FnOnce(&Shared)) {
+        let log = Arc::as_ptr(&self.format) as usize;
+        let generation = per_process::generation();
+        BUFFERS.with(|cached| {
+            let mut cached = cached.borrow_mut();
+            match &*cached {
+                Some((known, seen_in, shared)) if *known == log && *seen_in == generation => {
+                    f(shared);
+                }
+                _ => {
+                    let shared = self.file.get().shared.clone();
+                    f(&shared);
+                    *cached = Some((log, generation, shared));
+                }
+            }
+        });
+    }
 }
 
 // ANCHOR: on_event
@@ -116,7 +140,7 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for AccessLog {
                 let mut line = line.borrow_mut();
                 line.clear();
                 self.format.write(record, &mut line);
-                self.file.get().shared.append(&line);
+                self.with_buffers(|buffers| buffers.append(&line));
             });
         });
     }

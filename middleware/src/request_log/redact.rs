@@ -73,21 +73,27 @@ impl Redactor {
     /// `query` with every secret value replaced by [`REDACTED`]; borrowed
     /// when nothing was secret.
     pub fn query<'a>(&self, query: &'a str) -> Cow<'a, str> {
-        let secret = |pair: &str| {
-            pair.split_once('=')
-                .is_some_and(|(key, value)| !value.is_empty() && self.is_secret(key))
-        };
-        if !query.split('&').any(secret) {
+        let mut redacted = String::new();
+        // Where the text not yet copied to `redacted` starts.
+        let mut copied_to = 0;
+        let mut start = 0;
+        for pair in query.split('&') {
+            if let Some((key, value)) = pair.split_once('=')
+                && !value.is_empty()
+                && self.is_secret(key)
+            {
+                let value_at = start + key.len() + 1;
+                redacted.push_str(&query[copied_to..value_at]);
+                redacted.push_str(REDACTED);
+                copied_to = value_at + value.len();
+            }
+            start += pair.len() + 1;
+        }
+        if copied_to == 0 {
             return Cow::Borrowed(query);
         }
-        let pairs: Vec<Cow<'_, str>> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if secret(pair) => Cow::Owned(format!("{key}={REDACTED}")),
-                _ => Cow::Borrowed(pair),
-            })
-            .collect();
-        Cow::Owned(pairs.join("&"))
+        redacted.push_str(&query[copied_to..]);
+        Cow::Owned(redacted)
     }
 
     /// `url` (a `Referer`, say) with its query redacted.
