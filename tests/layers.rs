@@ -184,6 +184,7 @@ fn the_default_format_is_combined_with_the_query_redacted() {
     );
 }
 
+// ANCHOR: usr1
 #[test]
 fn usr1_reopens_the_access_log() {
     let log = TempPath::new("access.usr1.log");
@@ -207,7 +208,9 @@ fn usr1_reopens_the_access_log() {
     assert_eq!(wait_for_lines(&log, 1), ["/after 404"]);
     assert_eq!(moved.read(), "/before 404\n");
 }
+// ANCHOR_END: usr1
 
+// ANCHOR: configured_headers
 #[test]
 fn configured_headers_apply_in_their_modes_and_hsts_only_over_https() {
     let server = Turnstile::start(&[
@@ -238,6 +241,7 @@ fn configured_headers_apply_in_their_modes_and_hsts_only_over_https() {
         Some("max-age=31536000; includeSubDomains")
     );
 }
+// ANCHOR_END: configured_headers
 
 #[test]
 fn bad_layer_settings_stop_the_binary_before_it_listens() {

@@ -152,10 +152,11 @@ impl<T> fmt::Debug for PerProcess<T> {
     }
 }
 
-/// How many times [`after_fork`] has run, counting the parent's calls.
+/// How many times [`after_fork`] or [`teardown`] has run, counting the
+/// parent's calls.
 static AFTER_FORKS: AtomicU64 = AtomicU64::new(0);
 
-/// Changes whenever [`after_fork`] runs. A hot path may cache what
+/// Changes whenever [`after_fork`] or [`teardown`] runs. A hot path may cache what
 /// [`PerProcess::get`] returned, in a thread-local, for as long as this is
 /// unchanged, and so skip `get`'s check of the process id (a system call).
 ///
@@ -190,6 +191,7 @@ pub fn after_fork() {
 /// As a process exits: drops every value it built, newest first, so each
 /// is torn down before the values it may depend on.
 pub fn teardown() {
+    AFTER_FORKS.fetch_add(1, Ordering::Release);
     for resource in live_resources().into_iter().rev() {
         resource.teardown();
     }

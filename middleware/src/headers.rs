@@ -1,3 +1,4 @@
+// ANCHOR: all
 //! Header injection: the headers every response should carry, a request id
 //! that follows the request everywhere, and how long the application took.
 //!
@@ -84,12 +85,14 @@ impl fmt::Display for InvalidHeader {
 
 impl std::error::Error for InvalidHeader {}
 
-/// Headers that describe the connection or the message framing. The server
-/// writes them; a copy injected by a layer would contradict it.
-const CONNECTION_HEADERS: [&str; 8] = [
+/// Headers that describe the connection or the message framing: the
+/// server writes them and drops an application's copies (the same list as
+/// its `http1::write`), so an injected one would vanish or contradict it.
+const CONNECTION_HEADERS: [&str; 9] = [
     "connection",
     "content-length",
     "keep-alive",
+    "proxy-authenticate",
     "proxy-connection",
     "te",
     "trailer",
@@ -304,9 +307,6 @@ impl<A: Application> Application for WithHeaders<A> {
         let mut response = self.inner.handle(request)?;
 
         let headers = response.headers_mut();
-        if let Some((name, id)) = request_id {
-            headers.insert(name, id);
-        }
         for rule in &config.rules {
             rule.apply(headers);
         }
@@ -324,6 +324,10 @@ impl<A: Application> Application for WithHeaders<A> {
         }
         if config.server_timing {
             headers.append(SERVER_TIMING, app_duration(started));
+        }
+        // Last, so no static header can contradict the id in the logs.
+        if let Some((name, id)) = request_id {
+            headers.insert(name, id);
         }
         Ok(response)
     }
@@ -354,6 +358,7 @@ fn app_duration(started: Instant) -> HeaderValue {
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     HeaderValue::try_from(format!("app;dur={millis:.3}")).expect("digits are a valid header")
 }
+// ANCHOR_END: all
 
 #[cfg(test)]
 mod tests {
@@ -397,6 +402,7 @@ mod tests {
         assert_eq!(values(&response, "x-append"), ["app", "layer"]);
     }
 
+    // ANCHOR: preset_test
     #[test]
     fn the_security_preset_never_overrides_the_application_or_the_rules() {
         let mock = MockApp::new(|_| {
@@ -419,6 +425,7 @@ mod tests {
             Some("same-origin")
         );
     }
+    // ANCHOR_END: preset_test
 
     #[test]
     fn hsts_only_over_https() {
@@ -443,6 +450,7 @@ mod tests {
         }
     }
 
+    // ANCHOR: adopt_test
     #[test]
     fn a_valid_request_id_is_adopted_everywhere() {
         let mock = MockApp::ok("hi");
@@ -458,6 +466,7 @@ mod tests {
         assert_eq!(seen.header("x-request-id"), Some("edge-42"));
         assert_eq!(seen.environ().request_id.to_string(), "edge-42");
     }
+    // ANCHOR_END: adopt_test
 
     #[test]
     fn an_invalid_request_id_is_replaced_by_the_servers_or_a_new_one() {
@@ -537,6 +546,19 @@ mod tests {
             .parse()
             .unwrap();
         assert!(millis >= 0.0);
+    }
+
+    #[test]
+    fn a_static_header_cannot_contradict_the_request_id() {
+        let app = InjectHeaders::new()
+            .header(Mode::Set, "X-Request-Id", "fixed")
+            .unwrap()
+            .layer(MockApp::ok("hi"));
+        let response = serve(
+            &app,
+            TestRequest::get("/").header("x-request-id", "r-9").build(),
+        );
+        assert_eq!(values(&response, "x-request-id"), ["r-9"]);
     }
 
     #[test]

@@ -1,3 +1,4 @@
+// ANCHOR: all
 //! Request logging: one `tracing` event per request, emitted once the last
 //! byte of the response is written, and an access log made from those
 //! events.
@@ -353,6 +354,7 @@ fn emit(record: Box<AccessRecord>) {
 pub fn with_current_record<R>(f: impl FnOnce(&AccessRecord) -> R) -> Option<R> {
     EMITTING.with(|slot| slot.try_borrow().ok()?.as_deref().map(f))
 }
+// ANCHOR_END: all
 
 #[cfg(test)]
 mod tests;

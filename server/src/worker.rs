@@ -12,7 +12,7 @@
 //! | `TERM` | stops accepting, finishes its requests (within `graceful_timeout`), exits 0 |
 //! | `INT`, `QUIT` | exits at once |
 //! | `USR1` | reopens the error log, and asks the layers to reopen theirs (`turnstile_core::reopen`) |
-//! | `ABRT` | the arbiter's timeout: logs the stuck request, runs `worker_abort`, exits 1 |
+//! | `ABRT` | the arbiter's timeout: logs the stuck request, runs `worker_abort`, tears down the per-process resources (writing out buffered access-log lines), exits 1 |
 //!
 //! It also retires itself after `max_requests`, and stops if the arbiter
 //! goes away.
@@ -269,6 +269,9 @@ fn abort(worker: Worker, hooks: &Hooks, handle: &ServerHandle) -> ! {
     if let Some(worker_abort) = &hooks.worker_abort {
         let _ = panic::catch_unwind(AssertUnwindSafe(|| worker_abort(worker, stuck.as_ref())));
     }
+    // What the other requests' layers buffered (access-log lines) is
+    // written out; the arbiter kills the worker if this hangs.
+    let _ = panic::catch_unwind(per_process::teardown);
     std::process::exit(1)
 }
 

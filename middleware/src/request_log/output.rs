@@ -1,3 +1,4 @@
+// ANCHOR: all
 //! Writing the access log: a `tracing-subscriber` layer that formats each
 //! request event, and buffers that let request threads log without waiting
 //! for each other.
@@ -6,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -77,6 +78,8 @@ enum Sink {
 /// it sees those events only. Clones share the buffers.
 #[derive(Clone, Debug)]
 pub struct AccessLog {
+    /// Shared by clones; tells this log's buffers apart in a thread's cache.
+    id: u64,
     format: Arc<AccessFormat>,
     // Built in each process that logs: its thread and buffers do not
     // survive a fork.
@@ -86,7 +89,9 @@ pub struct AccessLog {
 impl AccessLog {
     /// Writes `format` lines to `output`.
     pub fn new(format: AccessFormat, output: Output) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             format: Arc::new(format),
             file: PerProcess::new(move || LogFile::open(output.clone())),
         }
@@ -106,12 +111,12 @@ thread_local! {
     /// The buffers this thread last wrote to: which log, in which
     /// `per_process::generation`, saving `PerProcess::get` (and its
     /// `getpid`) on every line.
-    static BUFFERS: RefCell<Option<(usize, u64, Arc<Shared>)>> = const { RefCell::new(None) };
+    static BUFFERS: RefCell<Option<(u64, u64, Arc<Shared>)>> = const { RefCell::new(None) };
 }
 
 impl AccessLog {
     fn with_buffers(&self, f: impl FnOnce(&Shared)) {
-        let log = Arc::as_ptr(&self.format) as usize;
+        let log = self.id;
         let generation = per_process::generation();
         BUFFERS.with(|cached| {
             let mut cached = cached.borrow_mut();
@@ -297,3 +302,4 @@ fn shard() -> usize {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+// ANCHOR_END: all

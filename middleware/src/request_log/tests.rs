@@ -89,6 +89,7 @@ fn one_event_per_request_with_the_documented_fields() {
     );
 }
 
+// ANCHOR: streamed_test
 #[test]
 fn the_event_waits_for_the_last_byte_of_a_streamed_body() {
     let collect = Collect::default();
@@ -120,6 +121,7 @@ fn the_event_waits_for_the_last_byte_of_a_streamed_body() {
     let record = &collect.records()[0];
     assert!(record.duration >= Duration::from_millis(60), "{record:?}");
 }
+// ANCHOR_END: streamed_test
 
 #[test]
 fn secrets_in_the_query_and_referer_are_redacted() {
@@ -142,6 +144,7 @@ fn secrets_in_the_query_and_referer_are_redacted() {
     );
 }
 
+// ANCHOR: skip_test
 #[test]
 fn skipped_paths_are_logged_only_when_they_fail() {
     let collect = Collect::default();
@@ -167,6 +170,7 @@ fn skipped_paths_are_logged_only_when_they_fail() {
         [("/healthz/deep".into(), 200), ("/healthz".into(), 503)]
     );
 }
+// ANCHOR_END: skip_test
 
 #[test]
 fn errors_and_panics_are_logged_as_500() {
