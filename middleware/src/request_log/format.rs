@@ -324,13 +324,15 @@ fn write_rfc3339(at: SystemTime, out: &mut Vec<u8>) {
 
 /// `[21/Nov/2026:09:30:00 +0000]`, Apache's `%t`, in UTC.
 fn write_clf_time(at: SystemTime, out: &mut Vec<u8>) {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let t = OffsetDateTime::from(at);
-    let month = t.month().to_string();
     let _ = write!(
         out,
         "[{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000]",
         t.day(),
-        &month[..3],
+        MONTHS[usize::from(u8::from(t.month())) - 1],
         t.year(),
         t.hour(),
         t.minute(),

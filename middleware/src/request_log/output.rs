@@ -260,10 +260,10 @@ impl Shared {
         // disk); requests go on.
         let _ = match open {
             Some(Sink::File(file)) => file.write_all(bytes),
-            Some(Sink::Stdout) => io::stdout()
-                .lock()
-                .write_all(bytes)
-                .and_then(|()| io::stdout().flush()),
+            Some(Sink::Stdout) => {
+                let mut stdout = io::stdout().lock();
+                stdout.write_all(bytes).and_then(|()| stdout.flush())
+            }
             None => Ok(()),
         };
     }
