@@ -3,11 +3,42 @@
 use std::fmt;
 use std::sync::Arc;
 
+use http::HeaderName;
+
 use crate::{Request, Response};
 
 /// Any error an application returns. Layers may downcast it; the server only
 /// logs it and answers 500.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Response fields that describe the connection or the framing of the body
+/// (RFC 9110 §7.6.1), which belong to the server: it writes its own and
+/// drops an application's, and a layer may not inject them.
+const CONNECTION_HEADERS: [&str; 9] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether `name` is a field the server owns and an application may not set
+/// on a response: `Connection`, `Content-Length`, `Transfer-Encoding` and
+/// the other connection and framing fields.
+///
+/// ```
+/// use turnstile_core::{http::header, is_connection_header};
+///
+/// assert!(is_connection_header(&header::TRANSFER_ENCODING));
+/// assert!(!is_connection_header(&header::CACHE_CONTROL));
+/// ```
+pub fn is_connection_header(name: &HeaderName) -> bool {
+    CONNECTION_HEADERS.contains(&name.as_str())
+}
 
 /// What an application returns for one request.
 pub type AppResult = Result<Response, BoxError>;

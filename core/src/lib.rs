@@ -48,7 +48,9 @@ pub use bytes::{self, Bytes};
 pub use http;
 pub use uuid::{self, Uuid};
 
-pub use app::{AppResult, Application, BoxError, Either, IntoAppResult, SharedApp};
+pub use app::{
+    AppResult, Application, BoxError, Either, IntoAppResult, SharedApp, is_connection_header,
+};
 pub use body::{BodyRead, ChunkStream, Content, RequestBody, ResponseBody};
 pub use completion::{Completion, CompletionHooks, Outcome, on_complete};
 pub use environ::{Environ, Worker};

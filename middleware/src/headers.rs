@@ -59,7 +59,9 @@ use std::time::Instant;
 
 use turnstile_core::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use turnstile_core::http::uri::Scheme;
-use turnstile_core::{AppResult, Application, Environ, Layer, Request, RequestId, Uuid};
+use turnstile_core::{
+    AppResult, Application, Environ, Layer, Request, RequestId, Uuid, is_connection_header,
+};
 
 /// How a static header meets a value the application already set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,21 +86,6 @@ impl fmt::Display for InvalidHeader {
 }
 
 impl std::error::Error for InvalidHeader {}
-
-/// Headers that describe the connection or the message framing: the
-/// server writes them and drops an application's copies (the same list as
-/// its `http1::write`), so an injected one would vanish or contradict it.
-const CONNECTION_HEADERS: [&str; 9] = [
-    "connection",
-    "content-length",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// Django's `SecurityMiddleware` and `XFrameOptionsMiddleware` defaults.
 const SECURITY_PRESET: [(HeaderName, &str); 4] = [
@@ -172,7 +159,7 @@ impl HeaderRule {
 fn response_header_name(name: &str) -> Result<HeaderName, InvalidHeader> {
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| InvalidHeader(format!("invalid header name {:?}", name.trim())))?;
-    if CONNECTION_HEADERS.contains(&name.as_str()) {
+    if is_connection_header(&name) {
         return Err(InvalidHeader(format!(
             "`{name}` describes the connection, which the server manages; it cannot be injected"
         )));

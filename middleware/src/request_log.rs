@@ -186,40 +186,23 @@ impl<A: Application> Application for Logged<A> {
         if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
             return self.inner.handle(request);
         }
-        // Logs a 500 if the application panics before it is finished.
+        // Dropped unfinished, by the `?` below or by a panic, it logs the
+        // 500 the server (or an error layer further out) answers.
         let mut pending = Pending::start(&self.config, &request);
-        match self.inner.handle(request) {
-            Ok(mut response) => {
-                let (mut record, clock) = pending.take();
-                for name in &self.config.response_headers {
-                    if let Some(value) = response.headers().get(name) {
-                        record.response_headers.insert(name, value.clone());
-                    }
-                }
-                let config = self.config.clone();
-                // After the last byte, whenever that is: a streamed body is
-                // timed and counted whole.
-                on_complete(&mut response, move |done| {
-                    finish(&config, record, clock, done);
-                });
-                Ok(response)
-            }
-            Err(error) => {
-                // The server (or an error layer outside) answers 500.
-                let (record, clock) = pending.take();
-                finish(
-                    &self.config,
-                    record,
-                    clock,
-                    &Completion {
-                        status: StatusCode::INTERNAL_SERVER_ERROR,
-                        body_bytes: 0,
-                        outcome: Outcome::NotSent,
-                    },
-                );
-                Err(error)
+        let mut response = self.inner.handle(request)?;
+        let (mut record, clock) = pending.take();
+        for name in &self.config.response_headers {
+            if let Some(value) = response.headers().get(name) {
+                record.response_headers.insert(name, value.clone());
             }
         }
+        let config = self.config.clone();
+        // After the last byte, whenever that is: a streamed body is timed
+        // and counted whole.
+        on_complete(&mut response, move |done| {
+            finish(&config, record, clock, done);
+        });
+        Ok(response)
     }
 }
 // ANCHOR_END: handle
@@ -283,16 +266,16 @@ impl Pending {
 }
 
 impl Drop for Pending {
-    /// Only reached with a record left when the application panicked: the
-    /// server answers 500.
+    /// Only reached with a record left when the application returned an
+    /// error or panicked: the server answers 500.
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            let panicked = Completion {
+            let failed = Completion {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 body_bytes: 0,
                 outcome: Outcome::NotSent,
             };
-            finish(&self.config, record, self.clock, &panicked);
+            finish(&self.config, record, self.clock, &failed);
         }
     }
 }

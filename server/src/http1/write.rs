@@ -9,7 +9,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{DATE, SERVER};
-use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
+use http::{HeaderMap, Method, StatusCode, Version};
+use turnstile_core::is_connection_header;
 
 /// How a response body is delimited on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,24 +58,6 @@ pub fn body_framing(
     (announced, sent)
 }
 
-/// Fields an application may not set: they describe the connection or the
-/// framing, which belong to the server (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "proxy-authenticate",
-];
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
-}
-
 /// Writes a response head to `out`: status line, the application's fields
 /// (hop-by-hop ones dropped), then `Date`, `Server`, framing and
 /// `Connection` as needed.
@@ -107,7 +90,7 @@ pub fn write_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
-        if is_hop_by_hop(name) {
+        if is_connection_header(name) {
             continue;
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -175,6 +158,8 @@ impl DateCache {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderName;
+
     use super::*;
 
     fn head(
