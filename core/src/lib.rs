@@ -40,6 +40,7 @@ mod environ;
 mod error;
 mod ids;
 mod layer;
+mod route;
 pub mod per_process;
 pub mod reopen;
 pub mod test;
@@ -58,6 +59,7 @@ pub use error::{Panicked, call_catching_panics, internal_server_error};
 pub use ids::{RequestId, TraceId};
 pub use layer::{Identity, Layer, LayerFn, Stack, Stacked, layer_fn};
 pub use per_process::PerProcess;
+pub use route::Route;
 
 /// A request: the `http` crate's request with a streaming body. Its
 /// extensions hold an [`Environ`] with the facts not in the HTTP head.

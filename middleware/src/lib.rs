@@ -10,6 +10,9 @@
 //!
 //! - [`headers`]: static and security headers, the request id (adopted
 //!   or generated, echoed), `Server-Timing`.
+//! - [`metrics`]: OpenTelemetry's HTTP server metrics (duration to the last
+//!   byte, active requests, body sizes), labelled by route, never by path;
+//!   and a page that serves a Prometheus exposition.
 //! - [`post_fork`]: a per-process resource (connection, client) handed to
 //!   each request, rebuilt in every process that serves.
 //! - [`request_log`]: one `tracing` event per request at its last byte,
@@ -21,5 +24,6 @@
 #![forbid(unsafe_code)]
 
 pub mod headers;
+pub mod metrics;
 pub mod post_fork;
 pub mod request_log;

@@ -1,0 +1,367 @@
+// ANCHOR: all
+//! Timing metrics: OpenTelemetry's HTTP server metrics, recorded through the
+//! [`metrics`] facade with Prometheus names, and a page that serves them.
+//!
+//! [`HttpMetrics`] records, for every request:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `http_server_request_duration_seconds` | histogram, to the last byte | method, status, route, scheme |
+//! | `http_server_request_body_size_bytes` | histogram (`Content-Length`; chunked bodies are not counted) | method, status, route, scheme |
+//! | `http_server_response_body_size_bytes` | histogram, the bytes written | method, status, route, scheme |
+//! | `http_server_active_requests` | gauge | method, scheme |
+//!
+//! The labels are `http_request_method` (`_OTHER` for methods outside
+//! HTTP's registry, so a client cannot invent series),
+//! `http_response_status_code` (500 for an error or a panic),
+//! `http_route` (the application's [`Route`], else [`UNMATCHED_ROUTE`]:
+//! never the raw path) and `url_scheme`.
+//!
+//! Values go to whatever recorder the process installed: Turnstile's workers
+//! install a Prometheus recorder after the fork, and the arbiter merges them
+//! (`--metrics-bind`). [`ServeMetrics`] answers one path on the main port
+//! with a render function's text, for a single process.
+//!
+//! # Example
+//!
+//! ```
+//! use metrics_exporter_prometheus::PrometheusBuilder;
+//! use turnstile_core::{Request, Response, Route, Stack, test};
+//! use turnstile_middleware::metrics::HttpMetrics;
+//!
+//! let app = Stack::new().layer(HttpMetrics::new()).app(|request: Request| {
+//!     let mut response = Response::new("user\n".into());
+//!     if request.uri().path().starts_with("/users/") {
+//!         response.extensions_mut().insert(Route::new("/users/{id}"));
+//!     }
+//!     response
+//! });
+//!
+//! let recorder = PrometheusBuilder::new().set_buckets(&[0.1, 1.0]).unwrap().build_recorder();
+//! let prometheus = recorder.handle();
+//! metrics::with_local_recorder(&recorder, || {
+//!     for path in ["/users/1", "/users/2", "/nope"] {
+//!         test::serve(&app, test::TestRequest::get(path).build());
+//!     }
+//! });
+//!
+//! let text = prometheus.render();
+//! assert!(text.contains(
+//!     r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",http_route="/users/{id}",url_scheme="http"} 2"#
+//! ));
+//! // The unknown path is grouped under one placeholder, not its own series.
+//! assert!(text.contains(r#"http_route="(unmatched)""#));
+//! assert!(!text.contains("/nope"));
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use metrics::{Gauge, SharedString, Unit};
+use turnstile_core::http::{HeaderValue, Method, StatusCode, Uri, header, uri::Scheme};
+use turnstile_core::{
+    AppResult, Application, Environ, Layer, Request, Response, Route, on_complete, per_process,
+};
+
+/// Request durations, in seconds, to the last byte of the response.
+pub const REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+/// Requests being served.
+pub const ACTIVE_REQUESTS: &str = "http_server_active_requests";
+/// Request body sizes, in bytes.
+pub const REQUEST_BODY_SIZE: &str = "http_server_request_body_size_bytes";
+/// Response body sizes, in bytes.
+pub const RESPONSE_BODY_SIZE: &str = "http_server_response_body_size_bytes";
+/// The `http_route` of a request whose application named no route.
+pub const UNMATCHED_ROUTE: &str = "(unmatched)";
+
+/// The metrics layer. See the [module docs](self).
+#[derive(Clone, Debug, Default)]
+pub struct HttpMetrics {
+    _private: (),
+}
+
+impl HttpMetrics {
+    /// The layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives the current recorder the metrics' descriptions (their
+    /// `# HELP` lines). The layer does it once per process on its first
+    /// request; call this for a recorder installed after that.
+    pub fn describe() {
+        metrics::describe_histogram!(
+            REQUEST_DURATION,
+            Unit::Seconds,
+            "Duration of HTTP server requests, to the last byte of the response."
+        );
+        metrics::describe_gauge!(
+            ACTIVE_REQUESTS,
+            "Number of HTTP server requests being served."
+        );
+        metrics::describe_histogram!(
+            REQUEST_BODY_SIZE,
+            Unit::Bytes,
+            "Size of HTTP server request bodies, from Content-Length."
+        );
+        metrics::describe_histogram!(
+            RESPONSE_BODY_SIZE,
+            Unit::Bytes,
+            "Size of HTTP server response bodies, as written."
+        );
+    }
+}
+
+impl<A: Application> Layer<A> for HttpMetrics {
+    type Application = Measured<A>;
+
+    fn layer(&self, inner: A) -> Measured<A> {
+        Measured { inner }
+    }
+}
+
+/// An application whose requests [`HttpMetrics`] measures.
+#[derive(Debug)]
+pub struct Measured<A> {
+    inner: A,
+}
+
+// ANCHOR: handle
+impl<A: Application> Application for Measured<A> {
+    fn handle(&self, request: Request) -> AppResult {
+        describe_in_this_process();
+        // Dropped unfinished, by the `?` below or by a panic, it records
+        // the 500 the client is answered.
+        let mut pending = Pending(Some(Measurement::start(&request)));
+        let mut response = self.inner.handle(request)?;
+        let mut measurement = pending.0.take().expect("taken once");
+        if let Some(route) = Route::of_response(&response) {
+            measurement.route = Some(route.clone());
+        }
+        on_complete(&mut response, move |done| {
+            measurement.finish(done.status, done.body_bytes);
+        });
+        Ok(response)
+    }
+}
+// ANCHOR_END: handle
+
+/// What is known of a request from its arrival until its last byte.
+struct Measurement {
+    started: Instant,
+    method: &'static str,
+    scheme: &'static str,
+    route: Option<Route>,
+    request_body: Option<u64>,
+    active: Gauge,
+}
+
+impl Measurement {
+    fn start(request: &Request) -> Self {
+        let method = method_label(request.method());
+        let scheme = scheme_label(request);
+        let active = metrics::gauge!(
+            ACTIVE_REQUESTS,
+            "http_request_method" => method,
+            "url_scheme" => scheme,
+        );
+        active.increment(1.0);
+        Self {
+            started: Instant::now(),
+            method,
+            scheme,
+            route: Route::of_request(request).cloned(),
+            request_body: request_body_size(request),
+            active,
+        }
+    }
+
+    // ANCHOR: finish
+    fn finish(self, status: StatusCode, response_body: u64) {
+        self.active.decrement(1.0);
+        let route = match self.route {
+            Some(route) => SharedString::from(route.into_inner()),
+            None => SharedString::const_str(UNMATCHED_ROUTE),
+        };
+        let labels = [
+            ("http_request_method", SharedString::const_str(self.method)),
+            ("http_response_status_code", status_label(status)),
+            ("http_route", route),
+            ("url_scheme", SharedString::const_str(self.scheme)),
+        ];
+        metrics::histogram!(REQUEST_DURATION, &labels).record(self.started.elapsed());
+        if let Some(size) = self.request_body {
+            metrics::histogram!(REQUEST_BODY_SIZE, &labels).record(size as f64);
+        }
+        metrics::histogram!(RESPONSE_BODY_SIZE, &labels).record(response_body as f64);
+    }
+    // ANCHOR_END: finish
+}
+
+/// A request the application has not answered yet.
+struct Pending(Option<Measurement>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(measurement) = self.0.take() {
+            measurement.finish(StatusCode::INTERNAL_SERVER_ERROR, 0);
+        }
+    }
+}
+
+/// OpenTelemetry's `http.request.method`: the methods of HTTP's registry,
+/// and `_OTHER` for the rest.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ if method.as_str() == "QUERY" => "QUERY",
+        _ => "_OTHER",
+    }
+}
+
+fn scheme_label(request: &Request) -> &'static str {
+    let https = match request.extensions().get::<Environ>() {
+        Some(environ) => environ.scheme == Scheme::HTTPS,
+        None => request.uri().scheme() == Some(&Scheme::HTTPS),
+    };
+    if https { "https" } else { "http" }
+}
+
+/// The body's declared size: `Content-Length`, or none at all. A chunked
+/// body's size is known only once read, so it is not recorded.
+fn request_body_size(request: &Request) -> Option<u64> {
+    let headers = request.headers();
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length.to_str().ok()?.parse().ok(),
+        None => Some(0),
+    }
+}
+
+/// The status as a label value, without allocating for the common ones.
+fn status_label(status: StatusCode) -> SharedString {
+    let common = match status.as_u16() {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        _ => return SharedString::from(status.as_str().to_owned()),
+    };
+    SharedString::const_str(common)
+}
+
+/// The per-process generation in which this process's recorder last got
+/// the metrics' descriptions (their `# HELP` lines), plus one.
+static DESCRIBED: AtomicU64 = AtomicU64::new(0);
+
+/// Describes the metrics to this process's recorder, once. A worker installs
+/// its recorder after the fork, so descriptions made by the parent (under
+/// `preload`) never reached it.
+fn describe_in_this_process() {
+    let generation = per_process::generation() + 1;
+    // A load, not a swap: request threads only read the shared line.
+    if DESCRIBED.load(Ordering::Relaxed) != generation {
+        DESCRIBED.store(generation, Ordering::Relaxed);
+        HttpMetrics::describe();
+    }
+}
+
+/// The content type of Prometheus's text format.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Answers `GET` and `HEAD` on one path with a render function's text (a
+/// Prometheus exposition); every other request goes to the application.
+///
+/// For a single process: with several workers, each would answer with its
+/// own metrics, so Turnstile's arbiter serves the merged page instead
+/// (`--metrics-bind`).
+#[derive(Clone)]
+pub struct ServeMetrics {
+    path: Arc<str>,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl std::fmt::Debug for ServeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeMetrics")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeMetrics {
+    /// Serves `render()` on `path`.
+    pub fn new(path: &str, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self {
+            path: path.into(),
+            render: Arc::new(render),
+        }
+    }
+}
+
+impl<A: Application> Layer<A> for ServeMetrics {
+    type Application = WithMetricsPage<A>;
+
+    fn layer(&self, inner: A) -> WithMetricsPage<A> {
+        WithMetricsPage {
+            inner,
+            page: self.clone(),
+        }
+    }
+}
+
+/// An application with a metrics page in front of it; see [`ServeMetrics`].
+#[derive(Debug)]
+pub struct WithMetricsPage<A> {
+    inner: A,
+    page: ServeMetrics,
+}
+
+impl<A: Application> Application for WithMetricsPage<A> {
+    fn handle(&self, request: Request) -> AppResult {
+        if !is_page(request.uri(), &self.page.path) {
+            return self.inner.handle(request);
+        }
+        let (status, body) = match *request.method() {
+            Method::GET | Method::HEAD => (StatusCode::OK, (self.page.render)()),
+            _ => (StatusCode::METHOD_NOT_ALLOWED, String::new()),
+        };
+        let mut response = Response::new(body.into());
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        Ok(response)
+    }
+}
+
+fn is_page(uri: &Uri, path: &str) -> bool {
+    uri.path() == path
+}
+// ANCHOR_END: all
+
+#[cfg(test)]
+mod tests;
