@@ -36,23 +36,27 @@
 //! std::process::exit(code);
 //! ```
 
-use std::io::{self, Write as _};
-use std::os::fd::{AsFd, OwnedFd};
+use std::collections::BTreeMap;
+use std::io::{self, Read as _, Write as _};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use nix::unistd::{ForkResult, Pid, fork};
 use turnstile_core::{Application, Completion, Request, SharedApp, Worker};
 
 use crate::hooks::{Hooks, RequestInfo, WorkerExit};
 use crate::http1::conn::ConnConfig;
 use crate::listen::{DEFAULT_BACKLOG, Listener};
+use crate::metrics::endpoint::Endpoint;
+use crate::metrics::exposition::{Exposition, Kind};
+use crate::metrics::process;
 use crate::worker::{self, Beat, WorkerSetup};
 use crate::{InFlight, log};
 
@@ -95,6 +99,12 @@ pub struct ArbiterConfig {
     pub max_requests_jitter: u64,
     /// Limits and timeouts for each connection.
     pub connection: ConnConfig,
+    /// `--metrics-bind`: where the arbiter serves every worker's metrics,
+    /// summed, at `/metrics` (`HOST:PORT`). Implies `metrics`.
+    pub metrics_bind: Option<String>,
+    /// Whether each worker installs a Prometheus recorder after the fork
+    /// ([`crate::metrics::install`]).
+    pub metrics: bool,
 }
 
 impl Default for ArbiterConfig {
@@ -109,6 +119,8 @@ impl Default for ArbiterConfig {
             max_requests: 0,
             max_requests_jitter: 0,
             connection: ConnConfig::default(),
+            metrics_bind: None,
+            metrics: false,
         }
     }
 }
@@ -266,9 +278,23 @@ impl Arbiter {
                 return 2;
             }
         };
+        let endpoint = match self.config.metrics_bind.as_deref().map(Endpoint::bind) {
+            None => None,
+            Some(Ok(endpoint)) => Some(endpoint),
+            Some(Err(error)) => {
+                log::critical(format_args!(
+                    "cannot serve metrics on {}: {error}",
+                    self.config.metrics_bind.as_deref().unwrap_or_default()
+                ));
+                return 2;
+            }
+        };
         let addresses: Vec<String> = listeners.iter().map(ToString::to_string).collect();
         for address in &addresses {
             println!("turnstile: listening on {address}");
+        }
+        if let Some(addr) = endpoint.as_ref().and_then(|e| e.local_addr().ok()) {
+            println!("turnstile: metrics on http://{addr}/metrics");
         }
         let _ = io::stdout().flush();
         log::info(format_args!(
@@ -294,6 +320,8 @@ impl Arbiter {
             boot_failures: 0,
             next_spawn: Instant::now(),
             exit_code: 0,
+            metrics: endpoint,
+            restarts: BTreeMap::new(),
         };
         let make_app = || match &preloaded {
             Some(app) => app.clone(),
@@ -370,7 +398,8 @@ pub(crate) fn round(timeout: Duration) -> Duration {
 struct WorkerProcess {
     worker: Worker,
     generation: u64,
-    from_worker: OwnedFd,
+    /// Its socket: heartbeats and pages in, questions out. Non-blocking.
+    channel: UnixStream,
     unread: Vec<u8>,
     ready: bool,
     last_beat: Instant,
@@ -381,6 +410,12 @@ struct WorkerProcess {
     /// Since when it has been aborted for its timeout.
     aborted: Option<Instant>,
     killed: bool,
+    /// Why it is being replaced, when it is (`reload`, `max_requests`).
+    replaced_for: Option<&'static str>,
+    /// Its latest page of metrics.
+    metrics: Option<Exposition>,
+    /// The arbiter's question it has not answered yet.
+    asked: Option<u64>,
 }
 
 impl WorkerProcess {
@@ -406,23 +441,41 @@ impl WorkerProcess {
         }
     }
 
-    /// Reads the messages waiting on its pipe.
+    /// Reads the messages waiting on its socket.
     fn read_messages(&mut self) -> Vec<Beat> {
-        let mut buf = [0u8; 4096];
+        let mut buf = [0u8; 16 * 1024];
         loop {
-            match nix::unistd::read(&self.from_worker, &mut buf) {
-                Ok(0) | Err(_) => break,
+            match (&self.channel).read(&mut buf) {
+                Ok(0) => break,
                 Ok(n) => self.unread.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
             }
         }
         let mut messages = Vec::new();
-        while let Some(end) = self.unread.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.unread.drain(..=end).collect();
-            if let Some(beat) = Beat::parse(&line[..end]) {
-                messages.push(beat);
-            }
+        while let Some(message) = Beat::take(&mut self.unread) {
+            messages.extend(message);
         }
         messages
+    }
+
+    /// Asks it for its page; a worker too busy to take the question keeps
+    /// its previous page.
+    fn ask(&mut self, question: u64) {
+        if (&self.channel)
+            .write_all(format!("scrape {question}\n").as_bytes())
+            .is_ok()
+        {
+            self.asked = Some(question);
+        }
+    }
+
+    /// Keeps a page it sent.
+    fn take_page(&mut self, answers: u64, page: &str) {
+        self.metrics = Some(Exposition::parse(page));
+        if self.asked.is_some_and(|asked| answers >= asked) {
+            self.asked = None;
+        }
     }
 }
 
@@ -443,6 +496,10 @@ struct Supervisor {
     boot_failures: u32,
     next_spawn: Instant,
     exit_code: i32,
+    /// The `--metrics-bind` endpoint.
+    metrics: Option<Endpoint>,
+    /// Workers replaced, by reason.
+    restarts: BTreeMap<&'static str, u64>,
 }
 
 impl Supervisor {
@@ -455,6 +512,7 @@ impl Supervisor {
             }
             self.read_beats();
             self.reap();
+            self.serve_metrics();
             if let Some(stopping) = self.stopping {
                 if self.workers.is_empty() {
                     return;
@@ -471,17 +529,96 @@ impl Supervisor {
     }
     // ANCHOR_END: supervise
 
-    /// Waits for a signal or a worker's message, or until the next round.
+    /// Waits for a signal, a worker's message or a scrape, or until the
+    /// next round.
     fn wait(&self) {
         let mut fds: Vec<PollFd<'_>> = self
             .signals
             .iter()
             .map(AsFd::as_fd)
-            .chain(self.workers.iter().map(|w| w.from_worker.as_fd()))
+            .chain(self.workers.iter().map(|w| w.channel.as_fd()))
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
-        let timeout = PollTimeout::try_from(round(self.config.timeout)).unwrap_or(PollTimeout::MAX);
+        let mut wait = round(self.config.timeout);
+        if let Some(endpoint) = &self.metrics {
+            fds.extend(endpoint.poll_fds());
+            if let Some(deadline) = endpoint.next_deadline() {
+                wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+            }
+        }
+        // Rounded up, so a deadline is not polled for in a loop of zeros.
+        let millis = wait.as_micros().div_ceil(1000);
+        let timeout = PollTimeout::try_from(millis as u64).unwrap_or(PollTimeout::MAX);
         let _ = poll(&mut fds, timeout);
+    }
+
+    /// Moves scrapes on: asks the workers for their pages when one arrives,
+    /// and answers once all have answered or [`COLLECT_WAIT`] has passed.
+    ///
+    /// [`COLLECT_WAIT`]: crate::metrics::endpoint::COLLECT_WAIT
+    fn serve_metrics(&mut self) {
+        let Some(endpoint) = &mut self.metrics else {
+            return;
+        };
+        if let Some(question) = endpoint.progress() {
+            for worker in &mut self.workers {
+                if worker.ready && worker.retiring.is_none() && worker.aborted.is_none() {
+                    worker.ask(question);
+                }
+            }
+        }
+        let answered = self.workers.iter().all(|worker| worker.asked.is_none());
+        if endpoint.collecting.is_some() && (answered || endpoint.collection_overdue()) {
+            let page = self.page();
+            for worker in &mut self.workers {
+                worker.asked = None;
+            }
+            if let Some(endpoint) = &mut self.metrics {
+                endpoint.answer(&page);
+            }
+        }
+    }
+
+    /// The server's page: every worker's metrics and what exited workers
+    /// counted, summed, with the arbiter's own.
+    fn page(&self) -> String {
+        let mut page = self
+            .metrics
+            .as_ref()
+            .map(|endpoint| endpoint.retired.clone())
+            .unwrap_or_default();
+        for metrics in self.workers.iter().filter_map(|w| w.metrics.as_ref()) {
+            page.add(metrics);
+        }
+        page.set(
+            "turnstile_workers",
+            Kind::Gauge,
+            "Worker processes alive.",
+            &[],
+            self.workers.len() as f64,
+        );
+        for (reason, count) in &self.restarts {
+            page.set(
+                "turnstile_worker_restarts_total",
+                Kind::Counter,
+                "Workers replaced, by reason: exit (it died), timeout, max_requests, reload.",
+                &[("reason", reason)],
+                *count as f64,
+            );
+        }
+        // The whole server's figures: the arbiter, its workers, and the CPU
+        // time of the workers already reaped, so it never goes backwards.
+        let mut total = process::Stats::of(std::process::id()).unwrap_or_default();
+        for worker in &self.workers {
+            if let Some(stats) = process::Stats::of(worker.worker.pid) {
+                total.cpu_seconds += stats.cpu_seconds;
+                total.resident_bytes += stats.resident_bytes;
+                total.open_fds += stats.open_fds;
+            }
+        }
+        total.cpu_seconds += process::Stats::reaped_children_cpu_seconds();
+        total.add_to(&mut page);
+        page.render()
     }
 
     fn take_signals(&self) -> Vec<Signal> {
@@ -538,14 +675,18 @@ impl Supervisor {
         if let Some(reload) = &mut self.reload {
             match reload() {
                 Ok(config) => {
-                    if config.binds != self.config.binds || config.backlog != self.config.backlog {
+                    if config.binds != self.config.binds
+                        || config.backlog != self.config.backlog
+                        || config.metrics_bind != self.config.metrics_bind
+                    {
                         log::warning(format_args!(
-                            "HUP: the binds and backlog are kept; restart to change them"
+                            "HUP: the binds, backlog and metrics bind are kept; restart to change them"
                         ));
                     }
                     self.config = ArbiterConfig {
                         binds: self.config.binds.clone(),
                         backlog: self.config.backlog,
+                        metrics_bind: self.config.metrics_bind.clone(),
                         ..config
                     };
                 }
@@ -572,6 +713,7 @@ impl Supervisor {
             for beat in worker.read_messages() {
                 worker.last_beat = now;
                 match beat {
+                    Beat::Metrics { answers, page } => worker.take_page(answers, &page),
                     Beat::Ready => {
                         worker.ready = true;
                         self.boot_failures = 0;
@@ -585,6 +727,7 @@ impl Supervisor {
                         // It retires itself (max requests): replace it now,
                         // while it drains.
                         worker.retiring.get_or_insert(now);
+                        worker.replaced_for.get_or_insert("max_requests");
                     }
                 }
             }
@@ -605,7 +748,17 @@ impl Supervisor {
             let Some(index) = self.workers.iter().position(|w| w.pid() == pid) else {
                 continue;
             };
-            let worker = self.workers.remove(index);
+            let mut worker = self.workers.remove(index);
+            // Its last messages (the page it sent as it exited) are still
+            // in the socket.
+            for beat in worker.read_messages() {
+                if let Beat::Metrics { answers, page } = beat {
+                    worker.take_page(answers, &page);
+                }
+            }
+            if let (Some(endpoint), Some(metrics)) = (&mut self.metrics, &worker.metrics) {
+                endpoint.retired.add(&metrics.cumulative());
+            }
             self.exited(&worker, exit);
             if let Some(child_exit) = &self.hooks.child_exit {
                 child_exit(worker.worker, exit);
@@ -622,6 +775,16 @@ impl Supervisor {
                 Err(_) => format!("was killed by signal {signal}"),
             },
         };
+        if self.stopping.is_none() {
+            let reason = match worker.aborted {
+                Some(_) => Some("timeout"),
+                None if worker.retiring.is_none() => Some("exit"),
+                None => worker.replaced_for,
+            };
+            if let Some(reason) = reason {
+                *self.restarts.entry(reason).or_default() += 1;
+            }
+        }
         if self.stopping.is_some() || (worker.retiring.is_some() && exit == WorkerExit::Code(0)) {
             log::info(format_args!("worker {id} (pid {pid}) {how}"));
             return;
@@ -806,6 +969,7 @@ impl Supervisor {
                 .iter_mut()
                 .filter(|w| w.generation < generation)
             {
+                worker.replaced_for.get_or_insert("reload");
                 worker.retire();
             }
         }
@@ -840,7 +1004,8 @@ impl Supervisor {
             self.halt(1);
             return Err(io::Error::other("the arbiter is not single-threaded"));
         }
-        let (from_worker, to_arbiter) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let (channel, to_arbiter) = UnixStream::pair()?;
+        channel.set_nonblocking(true)?;
         // SAFETY: the arbiter has one thread (checked just above), so the
         // child is a complete copy: no lock is held by a thread that does
         // not exist there. The child never returns into the arbiter's
@@ -857,7 +1022,7 @@ impl Supervisor {
                 self.workers.push(WorkerProcess {
                     worker: Worker { id, pid },
                     generation: self.generation,
-                    from_worker,
+                    channel,
                     unread: Vec::new(),
                     ready: false,
                     last_beat: now,
@@ -865,11 +1030,14 @@ impl Supervisor {
                     retiring: None,
                     aborted: None,
                     killed: false,
+                    replaced_for: None,
+                    metrics: None,
+                    asked: None,
                 });
                 Ok(())
             }
             ForkResult::Child => {
-                drop(from_worker);
+                drop(channel);
                 self.become_worker(id, to_arbiter, app)
             }
         }
@@ -877,10 +1045,17 @@ impl Supervisor {
 
     /// In the child: lets go of what belongs to the arbiter, and runs the
     /// worker.
-    fn become_worker(&mut self, id: u32, to_arbiter: OwnedFd, app: &dyn Fn() -> SharedApp) -> ! {
-        // The other workers' pipes and the arbiter's signals are not ours.
+    fn become_worker(
+        &mut self,
+        id: u32,
+        to_arbiter: UnixStream,
+        app: &dyn Fn() -> SharedApp,
+    ) -> ! {
+        // The other workers' sockets, the arbiter's signals and its metrics
+        // endpoint are not ours.
         self.workers.clear();
         self.signals = None;
+        self.metrics = None;
         let setup = WorkerSetup {
             worker: Worker {
                 id,

@@ -21,6 +21,7 @@ pub mod ids;
 mod in_flight;
 mod listen;
 pub mod log;
+pub mod metrics;
 mod poller;
 mod threads;
 mod worker;

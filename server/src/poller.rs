@@ -243,6 +243,16 @@ impl Poller {
         self.table().len()
     }
 
+    /// Connections open, and how many of them wait for input.
+    pub(crate) fn connection_counts(&self) -> (usize, usize) {
+        let table = self.table();
+        let waiting = table
+            .iter()
+            .filter(|(_, entry)| matches!(entry.state, State::Waiting { .. }))
+            .count();
+        (table.len(), waiting)
+    }
+
     /// Closes a leased connection.
     pub(crate) fn close(&self, lease: Lease) {
         let mut table = self.table();

@@ -290,6 +290,7 @@ trait Control: Send + Sync {
     fn drain(&self) -> bool;
     fn exit(&self);
     fn records(&self) -> &Records;
+    fn connection_counts(&self) -> (usize, usize);
 }
 
 impl<A: Application> Control for Shared<A> {
@@ -312,6 +313,10 @@ impl<A: Application> Control for Shared<A> {
 
     fn records(&self) -> &Records {
         &self.records
+    }
+
+    fn connection_counts(&self) -> (usize, usize) {
+        self.poller.connection_counts()
     }
 }
 
@@ -344,6 +349,11 @@ impl ServerHandle {
     /// Requests served to the end so far.
     pub fn requests_served(&self) -> u64 {
         self.control.records().served()
+    }
+
+    /// Connections open, and how many of them wait for a request.
+    pub fn connections(&self) -> (usize, usize) {
+        self.control.connection_counts()
     }
 
     /// The request that has been served longest, if one is being served.

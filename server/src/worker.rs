@@ -17,12 +17,16 @@
 //! It also retires itself after `max_requests`, and stops if the arbiter
 //! goes away.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::cell::Cell;
+use std::io::Write as _;
+use std::os::fd::{AsFd, AsRawFd as _};
+use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, recv};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -32,19 +36,20 @@ use turnstile_core::{SharedApp, Worker, per_process};
 use crate::arbiter::{APP_LOAD_ERROR, ArbiterConfig, WORKER_BOOT_ERROR, panic_message, round};
 use crate::hooks::{Hooks, WithRequestHooks};
 use crate::listen::Listener;
-use crate::{Server, ServerHandle, ids, log};
+use crate::{Server, ServerHandle, ids, log, metrics};
 
 /// What a worker is handed at the fork.
 pub(crate) struct WorkerSetup {
     pub(crate) worker: Worker,
     pub(crate) arbiter: Pid,
-    pub(crate) to_arbiter: OwnedFd,
+    pub(crate) to_arbiter: UnixStream,
     pub(crate) listeners: Vec<Listener>,
     pub(crate) config: ArbiterConfig,
     pub(crate) hooks: Arc<Hooks>,
 }
 
-/// A message from a worker to the arbiter, one line on its pipe.
+/// A message from a worker to the arbiter: one line on its socket, or, for
+/// a page of metrics, a line giving its length and then the page.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Beat {
     /// The request threads have started.
@@ -53,13 +58,24 @@ pub(crate) enum Beat {
     Alive { oldest: Option<(Duration, String)> },
     /// Retiring by itself (`max_requests`): replace it now.
     Retiring,
+    /// The worker's metrics, in answer to the arbiter's question `answers`
+    /// (0 when sent unasked: every round, and as it exits).
+    Metrics { answers: u64, page: String },
 }
+
+/// How long a message to the arbiter may take to write: the arbiter reads
+/// its sockets every round, so only an arbiter that is stuck takes longer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest page of metrics the arbiter accepts from a worker.
+pub(crate) const MAX_PAGE: usize = 64 << 20;
 
 impl Beat {
     fn to_line(&self) -> String {
         match self {
             Self::Ready => "ready\n".to_owned(),
             Self::Retiring => "retiring\n".to_owned(),
+            Self::Metrics { answers, page } => format!("metrics {answers} {}\n{page}", page.len()),
             Self::Alive { oldest: None } => "alive\n".to_owned(),
             Self::Alive {
                 oldest: Some((age, request)),
@@ -72,6 +88,32 @@ impl Beat {
                 format!("alive {} {request}\n", age.as_millis())
             }
         }
+    }
+
+    /// Takes the first whole message off the front of `unread`: `None`
+    /// until one has arrived. A line that makes no sense is dropped.
+    pub(crate) fn take(unread: &mut Vec<u8>) -> Option<Option<Self>> {
+        let end = unread.iter().position(|&b| b == b'\n')?;
+        if let Some(header) = unread[..end].strip_prefix(b"metrics ") {
+            let header = std::str::from_utf8(header).ok();
+            let frame = header.and_then(|header| {
+                let (answers, len) = header.split_once(' ')?;
+                Some((answers.parse::<u64>().ok()?, len.parse::<usize>().ok()?))
+            });
+            let Some((answers, len)) = frame.filter(|(_, len)| *len <= MAX_PAGE) else {
+                // Nothing after it can be trusted to start a message.
+                unread.clear();
+                return Some(None);
+            };
+            if unread.len() < end + 1 + len {
+                return None;
+            }
+            let page = String::from_utf8_lossy(&unread[end + 1..end + 1 + len]).into_owned();
+            unread.drain(..end + 1 + len);
+            return Some(Some(Self::Metrics { answers, page }));
+        }
+        let line: Vec<u8> = unread.drain(..=end).collect();
+        Some(Self::parse(&line[..end]))
     }
 
     pub(crate) fn parse(line: &[u8]) -> Option<Self> {
@@ -121,6 +163,18 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
         }
     };
     ids::reseed();
+    // Before anything records: the post_fork hook and the application may.
+    let metrics_on = config.metrics || config.metrics_bind.is_some();
+    if metrics_on {
+        metrics::install();
+    }
+    let _ = to_arbiter.set_write_timeout(Some(WRITE_TIMEOUT));
+    let to_arbiter = ToArbiter {
+        stream: to_arbiter,
+        broken: Cell::new(false),
+    };
+    // Pages go to the arbiter only when it serves them.
+    let pages = config.metrics_bind.is_some();
 
     let app = boot(worker, &hooks, app);
     let mut server = Server::from_listeners(listeners)
@@ -141,15 +195,19 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
         server = server.request_limit(max, limit_reached.clone());
     }
     let handle = server.spawn(WithRequestHooks::new(app, &hooks));
-    send(&to_arbiter, &Beat::Ready);
+    to_arbiter.send(&Beat::Ready);
 
     let round = PollTimeout::try_from(round(config.timeout)).unwrap_or(PollTimeout::MAX);
     let quick = loop {
         let mut fds = [
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(limit_reached.as_fd(), PollFlags::POLLIN),
+            PollFd::new(to_arbiter.stream.as_fd(), PollFlags::POLLIN),
         ];
         let _ = poll(&mut fds, round);
+        if let Some(question) = to_arbiter.questions() {
+            to_arbiter.send(&page(&handle, question));
+        }
         let mut stop = None;
         while let Ok(Some(info)) = signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
@@ -163,7 +221,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
                     turnstile_core::reopen::request();
                     log::info(format_args!("worker {}: log files reopened", worker.id));
                 }
-                Ok(Signal::SIGABRT) => abort(worker, &hooks, &handle),
+                Ok(Signal::SIGABRT) => abort(worker, &hooks, &handle, &to_arbiter, pages),
                 _ => {}
             }
         }
@@ -184,13 +242,20 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
                 worker.pid,
                 handle.requests_served()
             ));
-            send(&to_arbiter, &Beat::Retiring);
+            to_arbiter.send(&Beat::Retiring);
             break false;
         }
         let oldest = handle
             .oldest_in_flight()
             .map(|request| (request.elapsed(), request.describe()));
-        send(&to_arbiter, &Beat::Alive { oldest });
+        to_arbiter.send(&Beat::Alive { oldest });
+        // Every round: the page is what a worker killed before the next
+        // scrape leaves behind, and rendering it is the recorder's upkeep.
+        if pages {
+            to_arbiter.send(&page(&handle, 0));
+        } else if metrics_on {
+            metrics::upkeep();
+        }
     };
     if !quick {
         let drained = handle.shutdown_until(Instant::now() + config.graceful_timeout);
@@ -202,8 +267,25 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
         }
     }
     Hooks::run(&hooks.worker_exit, worker);
+    if pages {
+        // The last page: what the worker counted while it drained.
+        to_arbiter.send(&Beat::Metrics {
+            answers: 0,
+            page: metrics::snapshot(),
+        });
+    }
     per_process::teardown();
     std::process::exit(0)
+}
+
+/// This worker's metrics, with its connections counted now.
+fn page(handle: &ServerHandle, answers: u64) -> Beat {
+    let (open, idle) = handle.connections();
+    metrics::set_connections(open, idle);
+    Beat::Metrics {
+        answers,
+        page: metrics::snapshot(),
+    }
 }
 
 /// Everything between the fork and the request threads. A failure here is
@@ -251,7 +333,13 @@ fn boot_failed(worker: Worker, what: &str, error: &dyn std::fmt::Display) -> ! {
 }
 
 /// The arbiter's timeout: report what was stuck, then exit.
-fn abort(worker: Worker, hooks: &Hooks, handle: &ServerHandle) -> ! {
+fn abort(
+    worker: Worker,
+    hooks: &Hooks,
+    handle: &ServerHandle,
+    to_arbiter: &ToArbiter,
+    pages: bool,
+) -> ! {
     let stuck = handle.oldest_in_flight();
     match &stuck {
         Some(request) => log::critical(format_args!(
@@ -270,7 +358,11 @@ fn abort(worker: Worker, hooks: &Hooks, handle: &ServerHandle) -> ! {
         let _ = panic::catch_unwind(AssertUnwindSafe(|| worker_abort(worker, stuck.as_ref())));
     }
     // What the other requests' layers buffered (access-log lines) is
-    // written out; the arbiter kills the worker if this hangs.
+    // written out, and what was counted is handed over; the arbiter kills
+    // the worker if this hangs.
+    if pages {
+        to_arbiter.send(&page(handle, 0));
+    }
     let _ = panic::catch_unwind(per_process::teardown);
     std::process::exit(1)
 }
@@ -299,10 +391,43 @@ fn take_signals() -> nix::Result<SignalFd> {
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
-/// A heartbeat that cannot be written (the arbiter is behind) is dropped:
-/// the next one says the same.
-fn send(to_arbiter: &OwnedFd, beat: &Beat) {
-    let _ = nix::unistd::write(to_arbiter, beat.to_line().as_bytes());
+/// The worker's end of its socket to the arbiter, used by its main thread.
+struct ToArbiter {
+    /// Blocking, with a write timeout: a page is written whole or not at
+    /// all.
+    stream: UnixStream,
+    /// Set when a write failed, perhaps midway through a message: nothing
+    /// more is sent, so the arbiter never reads a message's remains as
+    /// another, and replaces this worker once its heartbeats stop.
+    broken: Cell<bool>,
+}
+
+impl ToArbiter {
+    fn send(&self, beat: &Beat) {
+        if self.broken.get() {
+            return;
+        }
+        if (&self.stream).write_all(beat.to_line().as_bytes()).is_err() {
+            self.broken.set(true);
+        }
+    }
+
+    /// The latest question the arbiter asked (`scrape N` lines), if any
+    /// arrived.
+    fn questions(&self) -> Option<u64> {
+        let mut buf = [0u8; 256];
+        let mut latest = None;
+        while let Ok(n @ 1..) = recv(self.stream.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            for line in buf[..n].split(|&b| b == b'\n') {
+                let number = std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|line| line.strip_prefix("scrape "))
+                    .and_then(|number| number.parse::<u64>().ok());
+                latest = latest.max(number);
+            }
+        }
+        latest
+    }
 }
 
 /// A random number in `0..=max`, drawn per worker.
@@ -336,5 +461,36 @@ mod tests {
             oldest: Some((Duration::ZERO, "GET /a\nb".into())),
         };
         assert_eq!(tricky.to_line().matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn a_page_of_metrics_is_taken_whole() {
+        let page = Beat::Metrics {
+            answers: 7,
+            page: "# TYPE x counter\nx 1\n".into(),
+        };
+        let mut unread = format!("alive\n{}ready\n", page.to_line()).into_bytes();
+        let whole = unread.clone();
+        // Arriving a byte at a time, nothing is taken before it is all there.
+        let mut arrived = Vec::new();
+        let mut taken = Vec::new();
+        for &byte in &whole {
+            arrived.push(byte);
+            while let Some(beat) = Beat::take(&mut arrived) {
+                taken.push(beat);
+            }
+        }
+        assert_eq!(
+            taken,
+            [
+                Some(Beat::Alive { oldest: None }),
+                Some(page),
+                Some(Beat::Ready)
+            ]
+        );
+        // A length past the limit is not waited for.
+        unread = format!("metrics 0 {}\nx", MAX_PAGE + 1).into_bytes();
+        assert_eq!(Beat::take(&mut unread), Some(None));
+        assert!(unread.is_empty());
     }
 }

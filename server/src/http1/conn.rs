@@ -443,6 +443,7 @@ fn refuse(
     reason: &str,
     dates: &mut DateCache,
 ) -> io::Result<()> {
+    crate::metrics::refused(status);
     let body = format!(
         "{} {}: {reason}\n",
         status.as_u16(),
