@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode, header};
 
 use crate::server::http1::head::field_lines;
-use crate::{Bytes, Environ, PerProcess, Request, Response, ResponseBody};
+use crate::{Bytes, Environ, PerProcess, Request, Response, ResponseBody, Route};
 
 const HELLO: &str = "Hello, world!\n";
 
@@ -44,7 +44,8 @@ pub fn hello(_request: Request) -> Response {
 /// assert_eq!(response.text(), "chunk 1\nchunk 2\nchunk 3\n");
 /// ```
 pub fn demo(request: Request) -> Result<Response, DemoError> {
-    let response = match request.uri().path() {
+    let path = request.uri().path().to_owned();
+    let mut response = match path.as_str() {
         "/" => text(StatusCode::OK, HELLO),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/echo" => echo(request)?,
@@ -64,10 +65,25 @@ pub fn demo(request: Request) -> Result<Response, DemoError> {
         }
         "/error" => return Err(DemoError),
         "/panic" => panic!("the demo application panicked, as /panic asks"),
-        _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
+        _ => return Ok(text(StatusCode::NOT_FOUND, "Not Found\n")),
     };
+    // Every path above is a route of its own; the metrics and traces group
+    // by it (an unknown path gets no route: it could be anything).
+    if let Some(route) = ROUTES.iter().find(|route| **route == path) {
+        response.extensions_mut().insert(Route::new(route));
+    }
     Ok(response)
 }
+
+const ROUTES: [&str; 7] = [
+    "/",
+    "/healthz",
+    "/echo",
+    "/environ",
+    "/stream",
+    "/slow",
+    "/per-process",
+];
 
 /// Stands for a per-process resource (a database connection, a client with
 /// a background thread): it remembers the process that built it.

@@ -27,6 +27,7 @@
 //! ```
 
 use std::fmt;
+use std::net::ToSocketAddrs as _;
 use std::time::Duration;
 
 use crate::middleware::headers::{HeaderRule, InjectHeaders, Mode};
@@ -378,12 +379,32 @@ pub const SETTINGS: &[Setting] = &[
         kind: Kind::Value,
         default: || "true".to_owned(),
     },
+    Setting {
+        name: "metrics_bind",
+        flag: "metrics-bind",
+        short: None,
+        alias: None,
+        help: "HOST:PORT where the arbiter serves every worker's metrics, summed, at /metrics \
+               (empty: none)",
+        kind: Kind::Value,
+        default: String::new,
+    },
+    Setting {
+        name: "metrics_path",
+        flag: "metrics-path",
+        short: None,
+        alias: None,
+        help: "a path on the main port that serves the metrics of the worker that answers: \
+               for a single worker (empty: none)",
+        kind: Kind::Value,
+        default: String::new,
+    },
 ];
 
 /// The layers the binary knows, outermost first. Header injection sits
 /// outside request logging, so that the log carries the request id the
-/// client sent.
-pub const LAYERS: &[&str] = &["headers", "request_log"];
+/// client sent; metrics sit innermost, so they time the application.
+pub const LAYERS: &[&str] = &["headers", "request_log", "metrics"];
 
 /// Where a setting's value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -481,6 +502,10 @@ pub struct Config {
     pub inject_headers: InjectHeaders,
     /// `forwarded_allow_ips`.
     pub forwarded_allow_ips: TrustedProxies,
+    /// `metrics_bind`: where the arbiter serves the summed metrics.
+    pub metrics_bind: Option<String>,
+    /// `metrics_path`: where a worker serves its own on the main port.
+    pub metrics_path: Option<String>,
     /// Each setting's value as text, and its origin, in `SETTINGS` order.
     sources: Vec<(&'static str, String, Origin)>,
 }
@@ -723,6 +748,23 @@ impl Config {
             ))
         })?;
         let max_body = number("limit_request_body")?;
+        let metrics_bind = match get("metrics_bind").0 {
+            "" | "none" => None,
+            addr => {
+                addr.to_socket_addrs()
+                    .ok()
+                    .filter(|addrs| addrs.len() > 0)
+                    .ok_or_else(|| bad("metrics_bind", "HOST:PORT"))?;
+                Some(addr.to_owned())
+            }
+        };
+        let metrics_path = match get("metrics_path").0 {
+            "" | "none" => None,
+            path if path.starts_with('/') && !path.contains(['?', '#', ' ']) => {
+                Some(path.to_owned())
+            }
+            _ => return Err(bad("metrics_path", "a path such as /metrics")),
+        };
         Ok(Self {
             bind,
             workers,
@@ -749,6 +791,8 @@ impl Config {
             request_log,
             inject_headers,
             forwarded_allow_ips,
+            metrics_bind,
+            metrics_path,
             sources,
         })
     }
@@ -784,6 +828,8 @@ impl Config {
             max_requests: self.max_requests,
             max_requests_jitter: self.max_requests_jitter,
             connection: self.connection_config(),
+            metrics_bind: self.metrics_bind.clone(),
+            metrics: self.metrics_path.is_some(),
         }
     }
 

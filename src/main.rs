@@ -12,7 +12,8 @@ use std::rc::Rc;
 
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use turnstile::config::{AppName, Config, Kind, SETTINGS};
-use turnstile::server::{Arbiter, log};
+use turnstile::middleware::metrics::{HttpMetrics, ServeMetrics};
+use turnstile::server::{Arbiter, log, metrics};
 use turnstile::{SharedApp, Stack, apps, logging};
 
 /// A pre-forking HTTP/1.1 server for Rust applications.
@@ -99,9 +100,16 @@ fn load(args: &Args, matches: &ArgMatches) -> Result<Config, String> {
 fn build_app(config: &Config) -> SharedApp {
     let chosen = |name: &str| config.middleware.contains(&name);
     let app = bare_app(config);
+    // The metrics page is outermost: scrapes are neither logged nor timed.
+    let page = config
+        .metrics_path
+        .as_deref()
+        .map(|path| ServeMetrics::new(path, metrics::render_this_process));
     let stack = Stack::new()
+        .option_layer(page)
         .option_layer(chosen("headers").then(|| config.inject_headers.clone()))
-        .option_layer(chosen("request_log").then(|| config.request_log.clone()));
+        .option_layer(chosen("request_log").then(|| config.request_log.clone()))
+        .option_layer(chosen("metrics").then(HttpMetrics::new));
     SharedApp::new(stack.app(app))
 }
 
@@ -145,6 +153,13 @@ fn main() -> ExitCode {
     if let Err(error) = logging::install(&config, std::env::var("RUST_LOG").ok()) {
         eprintln!("turnstile: {error}");
         return ExitCode::from(2);
+    }
+    if config.metrics_path.is_some() && config.workers > 1 {
+        log::warning(format_args!(
+            "metrics_path serves the metrics of whichever worker answers; \
+             with {} workers, scrape --metrics-bind instead",
+            config.workers
+        ));
     }
     let arbiter = Arbiter::new(config.arbiter_config()).preload(config.preload);
     // HUP re-reads the settings; workers forked after it build the

@@ -13,5 +13,8 @@ mod config;
 /// The header-injection and request-logging layers, in the binary.
 mod layers;
 
+/// Timing metrics, the arbiter's endpoint, and Prometheus scraping it.
+mod metrics;
+
 /// The arbiter and its workers: signals, supervision, binds.
 mod processes;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct Turnstile {
     pub(crate) child: Child,
     addr: String,
+    metrics_addr: Option<String>,
 }
 
 impl Turnstile {
@@ -36,16 +37,34 @@ impl Turnstile {
             .stdout(Stdio::piped())
             .spawn()
             .expect("the turnstile binary starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("turnstile: listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Self { child, addr }
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut metrics_addr = None;
+        // The metrics endpoint, when there is one, is announced first.
+        let addr = loop {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            let line = line.trim();
+            if let Some(addr) = line.strip_prefix("turnstile: metrics on http://") {
+                metrics_addr = Some(addr.trim_end_matches("/metrics").to_owned());
+                continue;
+            }
+            break line
+                .strip_prefix("turnstile: listening on http://")
+                .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+                .to_owned();
+        };
+        Self {
+            child,
+            addr,
+            metrics_addr,
+        }
+    }
+
+    /// Where the arbiter serves the metrics (`--metrics-bind`).
+    pub(crate) fn metrics_addr(&self) -> &str {
+        self.metrics_addr
+            .as_deref()
+            .expect("started with --metrics-bind")
     }
 
     /// The arbiter's pid.

@@ -11,7 +11,9 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use turnstile_core::test::{TestRequest, serve};
 use turnstile_core::{Application, Layer, Request, Response, Uuid};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use turnstile_middleware::headers::InjectHeaders;
+use turnstile_middleware::metrics::HttpMetrics;
 use turnstile_middleware::request_log::{AccessFormat, AccessLog, Output, RequestLog};
 
 fn hello(_request: Request) -> Response {
@@ -37,9 +39,17 @@ fn request() -> Request {
 }
 
 fn bench(c: &mut Criterion, name: &str, app: &impl Application) {
+    bench_with(c, name, app, || {});
+}
+
+/// As [`bench`], running `between` (untimed) before each request.
+fn bench_with(c: &mut Criterion, name: &str, app: &impl Application, between: impl Fn()) {
     c.bench_function(name, |b| {
         b.iter_batched(
-            request,
+            || {
+                between();
+                request()
+            },
             |req| black_box(serve(app, req)),
             BatchSize::SmallInput,
         )
@@ -69,6 +79,34 @@ fn layers(c: &mut Criterion) {
         });
         access_log.flush();
     }
+    bench(
+        c,
+        "timing metrics, no recorder",
+        &HttpMetrics::new().layer(hello),
+    );
+    // The recorder a worker installs: every histogram with buckets.
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+        ])
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Suffix("_bytes".into()),
+                &[64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0],
+            )
+        })
+        .unwrap()
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        // Upkeep outside the timing, as the worker does it between rounds.
+        bench_with(
+            c,
+            "timing metrics, Prometheus recorder",
+            &HttpMetrics::new().layer(hello),
+            || handle.run_upkeep(),
+        );
+    });
 }
 
 criterion_group!(benches, layers);

@@ -70,6 +70,9 @@ pub const APP_LOAD_ERROR: i32 = 4;
 /// Workers that die before they are ready, in a row, before the arbiter
 /// gives up rather than fork in a loop.
 const MAX_BOOT_FAILURES: u32 = 5;
+/// Why a worker is replaced: it died unasked, it was aborted for its
+/// timeout, it served `max_requests`, or a reload replaced it.
+const RESTART_REASONS: [&str; 4] = ["exit", "timeout", "max_requests", "reload"];
 /// How long an aborted worker gets to report its stuck request before it
 /// is killed.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
@@ -290,11 +293,11 @@ impl Arbiter {
             }
         };
         let addresses: Vec<String> = listeners.iter().map(ToString::to_string).collect();
-        for address in &addresses {
-            println!("turnstile: listening on {address}");
-        }
         if let Some(addr) = endpoint.as_ref().and_then(|e| e.local_addr().ok()) {
             println!("turnstile: metrics on http://{addr}/metrics");
+        }
+        for address in &addresses {
+            println!("turnstile: listening on {address}");
         }
         let _ = io::stdout().flush();
         log::info(format_args!(
@@ -321,7 +324,9 @@ impl Arbiter {
             next_spawn: Instant::now(),
             exit_code: 0,
             metrics: endpoint,
-            restarts: BTreeMap::new(),
+            // Every reason from the start, so a rate over them is defined
+            // before the first restart.
+            restarts: RESTART_REASONS.iter().map(|reason| (*reason, 0)).collect(),
         };
         let make_app = || match &preloaded {
             Some(app) => app.clone(),
@@ -552,6 +557,7 @@ impl Supervisor {
         let _ = poll(&mut fds, timeout);
     }
 
+    // ANCHOR: serve_metrics
     /// Moves scrapes on: asks the workers for their pages when one arrives,
     /// and answers once all have answered or [`COLLECT_WAIT`] has passed.
     ///
@@ -620,6 +626,7 @@ impl Supervisor {
         total.add_to(&mut page);
         page.render()
     }
+    // ANCHOR_END: serve_metrics
 
     fn take_signals(&self) -> Vec<Signal> {
         let mut signals = Vec::new();
@@ -749,6 +756,7 @@ impl Supervisor {
                 continue;
             };
             let mut worker = self.workers.remove(index);
+            // ANCHOR: fold
             // Its last messages (the page it sent as it exited) are still
             // in the socket.
             for beat in worker.read_messages() {
@@ -759,6 +767,7 @@ impl Supervisor {
             if let (Some(endpoint), Some(metrics)) = (&mut self.metrics, &worker.metrics) {
                 endpoint.retired.add(&metrics.cumulative());
             }
+            // ANCHOR_END: fold
             self.exited(&worker, exit);
             if let Some(child_exit) = &self.hooks.child_exit {
                 child_exit(worker.worker, exit);

@@ -109,7 +109,14 @@ pub fn render_this_process() -> String {
     page.render()
 }
 
+/// The statuses the engine refuses requests with: their series exist from
+/// the start, at zero, so a rate over them is defined before the first.
+const REFUSAL_STATUSES: [&str; 7] = ["400", "413", "414", "417", "431", "501", "505"];
+
 fn describe() {
+    for status in REFUSAL_STATUSES {
+        metrics::counter!(REFUSED_REQUESTS, "http_response_status_code" => status).absolute(0);
+    }
     metrics::describe_gauge!(OPEN_CONNECTIONS, "Connections open.");
     metrics::describe_gauge!(
         IDLE_CONNECTIONS,

@@ -205,9 +205,11 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
             PollFd::new(to_arbiter.stream.as_fd(), PollFlags::POLLIN),
         ];
         let _ = poll(&mut fds, round);
+        // ANCHOR: answer
         if let Some(question) = to_arbiter.questions() {
             to_arbiter.send(&page(&handle, question));
         }
+        // ANCHOR_END: answer
         let mut stop = None;
         while let Ok(Some(info)) = signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {

@@ -152,6 +152,7 @@ impl Exposition {
             })
     }
 
+    // ANCHOR: add
     /// Adds `other`'s samples to this page's. A family whose type differs
     /// here (two versions of a program across a reload) keeps this page's
     /// type and samples.
@@ -188,6 +189,7 @@ impl Exposition {
             .collect();
         Self { families }
     }
+    // ANCHOR_END: add
 
     /// Sets one sample, creating its family with `kind` and `help`.
     pub(crate) fn set(

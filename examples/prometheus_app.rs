@@ -1,0 +1,61 @@
+//! Serves an existing application with timing metrics, from two worker
+//! processes, and one Prometheus endpoint for both.
+//!
+//! The application names its routes (`/books/{id}`), so the metrics group
+//! `/books/1` and `/books/2` together, and counts something of its own
+//! (`books_sold_total`) with the `metrics` crate. The arbiter sums both
+//! workers' metrics on `http://127.0.0.1:9100/metrics`.
+//!
+//! Run with: `cargo run --example prometheus_app`, then, in another shell:
+//!
+//! ```text
+//! curl -s http://127.0.0.1:8000/books/1 http://127.0.0.1:8000/books/2/buy
+//! curl -s http://127.0.0.1:9100/metrics
+//! prometheus --config.file=examples/prometheus.yml   # scrapes it every 5 s
+//! ```
+//!
+//! Other addresses: `cargo run --example prometheus_app -- BIND METRICS_BIND`.
+
+use turnstile::http::StatusCode;
+use turnstile::middleware::metrics::HttpMetrics;
+use turnstile::server::{Arbiter, ArbiterConfig};
+use turnstile::{Request, Response, Route, Stack};
+
+/// The existing application: it knows its routes, and nothing of Prometheus.
+fn bookshop(request: Request) -> Response {
+    let segments: Vec<&str> = request.uri().path().split('/').skip(1).collect();
+    let (route, response) = match segments.as_slice() {
+        ["books"] => ("/books", Response::new("Dune\nEmma\n".into())),
+        ["books", id] => ("/books/{id}", Response::new(format!("book {id}\n").into())),
+        ["books", id, "buy"] => {
+            metrics::counter!("books_sold_total").increment(1);
+            ("/books/{id}/buy", Response::new(format!("sold {id}\n").into()))
+        }
+        _ => {
+            let mut response = Response::new("Not Found\n".into());
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            return response;
+        }
+    };
+    let mut response = response;
+    response.extensions_mut().insert(Route::new(route));
+    response
+}
+
+// ANCHOR: serve
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let config = ArbiterConfig {
+        binds: vec![args.next().unwrap_or_else(|| "127.0.0.1:8000".into())],
+        workers: 2,
+        metrics_bind: Some(args.next().unwrap_or_else(|| "127.0.0.1:9100".into())),
+        ..ArbiterConfig::default()
+    };
+    // Each worker builds the stack after the fork, with its own recorder.
+    let code = Arbiter::new(config).run(|| {
+        metrics::describe_counter!("books_sold_total", "Books sold.");
+        Stack::new().layer(HttpMetrics::new()).app(bookshop)
+    });
+    std::process::exit(code);
+}
+// ANCHOR_END: serve
