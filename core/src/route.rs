@@ -18,7 +18,7 @@
 //!     response
 //! }
 //!
-//! let request = Request::get("/users/42").body(Default::default()).unwrap();
+//! let request = turnstile_core::test::TestRequest::get("/users/42").build();
 //! let response = app(request);
 //! assert_eq!(Route::of_response(&response).unwrap().as_str(), "/users/{id}");
 //! ```
