@@ -29,7 +29,10 @@ fn bookshop(request: Request) -> Response {
         ["books", id] => ("/books/{id}", Response::new(format!("book {id}\n").into())),
         ["books", id, "buy"] => {
             metrics::counter!("books_sold_total").increment(1);
-            ("/books/{id}/buy", Response::new(format!("sold {id}\n").into()))
+            (
+                "/books/{id}/buy",
+                Response::new(format!("sold {id}\n").into()),
+            )
         }
         _ => {
             let mut response = Response::new("Not Found\n".into());

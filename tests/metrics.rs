@@ -32,7 +32,10 @@ fn scrape_until_total(server: &Turnstile, expected: f64) -> String {
     wait_until(Duration::from_secs(5), || {
         last = scrape(server);
         let counted = total(&last, COUNT);
-        assert!(counted <= expected, "{counted} counted for {expected} requests");
+        assert!(
+            counted <= expected,
+            "{counted} counted for {expected} requests"
+        );
         (counted == expected).then_some(())
     })
     .unwrap_or_else(|| panic!("expected {expected} requests in\n{last}"));
@@ -109,7 +112,11 @@ fn totals_across_workers_are_exact_and_promtool_accepts_them() {
     for route in ["/", "/healthz", "/stream", "/echo"] {
         assert!(page.contains(&format!("http_route=\"{route}\"")), "{route}");
     }
-    assert_eq!(page.matches("# TYPE http_server_request_duration_seconds ").count(), 1);
+    assert_eq!(
+        page.matches("# TYPE http_server_request_duration_seconds ")
+            .count(),
+        1
+    );
     assert_eq!(total(&page, "turnstile_workers"), 2.0);
     assert!(total(&page, "process_resident_memory_bytes") > 0.0);
 
@@ -148,7 +155,12 @@ fn counters_never_go_backwards_when_workers_are_recycled_or_killed() {
         check(&scrape_until_total(&server, 30.0 * f64::from(round)));
     }
     let page = scrape(&server);
-    assert!(total(&page, "turnstile_worker_restarts_total{reason=\"max_requests\"}") >= 3.0);
+    assert!(
+        total(
+            &page,
+            "turnstile_worker_restarts_total{reason=\"max_requests\"}"
+        ) >= 3.0
+    );
 
     // A worker killed outright: what it counted up to the last page stays.
     let workers = server.wait_for_workers(2);
@@ -238,7 +250,10 @@ fn a_real_prometheus_scrapes_the_endpoint() {
         .to_string();
     let mut child = Command::new(prometheus)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address={web}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -40,9 +40,9 @@ mod environ;
 mod error;
 mod ids;
 mod layer;
-mod route;
 pub mod per_process;
 pub mod reopen;
+mod route;
 pub mod test;
 
 pub use bytes::{self, Bytes};

@@ -7,11 +7,11 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use turnstile_core::test::{TestRequest, serve};
 use turnstile_core::{Application, Layer, Request, Response, Uuid};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use turnstile_middleware::headers::InjectHeaders;
 use turnstile_middleware::metrics::HttpMetrics;
 use turnstile_middleware::request_log::{AccessFormat, AccessLog, Output, RequestLog};

@@ -1054,12 +1054,7 @@ impl Supervisor {
 
     /// In the child: lets go of what belongs to the arbiter, and runs the
     /// worker.
-    fn become_worker(
-        &mut self,
-        id: u32,
-        to_arbiter: UnixStream,
-        app: &dyn Fn() -> SharedApp,
-    ) -> ! {
+    fn become_worker(&mut self, id: u32, to_arbiter: UnixStream, app: &dyn Fn() -> SharedApp) -> ! {
         // The other workers' sockets, the arbiter's signals and its metrics
         // endpoint are not ours.
         self.workers.clear();

@@ -49,8 +49,17 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 /// Buckets of histograms whose name ends in `_bytes`: powers of four from
 /// 64 bytes to 64 MiB.
 pub const SIZE_BUCKETS: [f64; 11] = [
-    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0, 4_194_304.0,
-    16_777_216.0, 67_108_864.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
 ];
 
 /// Connections open in a worker.
@@ -88,7 +97,10 @@ pub fn install() -> bool {
 /// figures (the arbiter adds those for every process); empty when no
 /// recorder was installed. Rendering also does the recorder's upkeep.
 pub fn snapshot() -> String {
-    HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
 }
 
 /// Moves the samples histograms gathered since the last page into their

@@ -23,13 +23,15 @@ const GET_200: &str = r#"http_server_request_duration_seconds_count{http_request
 
 #[test]
 fn counts_each_request_once_by_route() {
-    let app = Stack::new().layer(HttpMetrics::new()).app(|request: Request| {
-        let mut response = Response::new("ok".into());
-        if request.uri().path().starts_with("/users/") {
-            response.extensions_mut().insert(Route::new("/users/{id}"));
-        }
-        response
-    });
+    let app = Stack::new()
+        .layer(HttpMetrics::new())
+        .app(|request: Request| {
+            let mut response = Response::new("ok".into());
+            if request.uri().path().starts_with("/users/") {
+                response.extensions_mut().insert(Route::new("/users/{id}"));
+            }
+            response
+        });
     let recorder = recorder();
     metrics::with_local_recorder(&recorder, || {
         HttpMetrics::describe();
@@ -80,7 +82,10 @@ fn errors_and_panics_are_500s_counted_once() {
             .layer(HttpMetrics::new())
             .app(MockApp::panicking("bug"));
         assert_eq!(serve(&failing, TestRequest::get("/a").build()).status, 500);
-        assert_eq!(serve(&panicking, TestRequest::get("/b").build()).status, 500);
+        assert_eq!(
+            serve(&panicking, TestRequest::get("/b").build()).status,
+            500
+        );
     });
     let text = recorder.handle().render();
     let errors = r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="500",http_route="(unmatched)",url_scheme="http"}"#;
@@ -91,7 +96,9 @@ fn errors_and_panics_are_500s_counted_once() {
 
 #[test]
 fn invented_methods_are_other() {
-    let app = Stack::new().layer(HttpMetrics::new()).app(MockApp::ok("ok"));
+    let app = Stack::new()
+        .layer(HttpMetrics::new())
+        .app(MockApp::ok("ok"));
     let recorder = recorder();
     metrics::with_local_recorder(&recorder, || {
         for method in ["BREW", "PROPFIND", "QUERY"] {
@@ -107,16 +114,21 @@ fn invented_methods_are_other() {
 
 #[test]
 fn a_streamed_body_is_timed_and_sized_to_its_last_byte() {
-    let app = Stack::new().layer(HttpMetrics::new()).app(|_request: Request| {
-        let chunks = (0..3).map(|n| {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            Ok(Bytes::from(format!("chunk {n}\n")))
+    let app = Stack::new()
+        .layer(HttpMetrics::new())
+        .app(|_request: Request| {
+            let chunks = (0..3).map(|n| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                Ok(Bytes::from(format!("chunk {n}\n")))
+            });
+            Response::new(ResponseBody::stream(chunks))
         });
-        Response::new(ResponseBody::stream(chunks))
-    });
     let recorder = recorder();
     metrics::with_local_recorder(&recorder, || {
-        serve(&app, TestRequest::post("/upload").body("x".repeat(300)).build());
+        serve(
+            &app,
+            TestRequest::post("/upload").body("x".repeat(300)).build(),
+        );
     });
     let text = recorder.handle().render();
     let labels = r#"{http_request_method="POST",http_response_status_code="200",http_route="(unmatched)",url_scheme="http"}"#;
@@ -124,11 +136,17 @@ fn a_streamed_body_is_timed_and_sized_to_its_last_byte() {
     let fast = r#"http_server_request_duration_seconds_bucket{http_request_method="POST",http_response_status_code="200",http_route="(unmatched)",url_scheme="http",le="0.01"}"#;
     assert_eq!(sample(&text, fast), 0.0);
     assert_eq!(
-        sample(&text, &format!("http_server_response_body_size_bytes_sum{labels}")),
+        sample(
+            &text,
+            &format!("http_server_response_body_size_bytes_sum{labels}")
+        ),
         24.0
     );
     assert_eq!(
-        sample(&text, &format!("http_server_request_body_size_bytes_sum{labels}")),
+        sample(
+            &text,
+            &format!("http_server_request_body_size_bytes_sum{labels}")
+        ),
         300.0
     );
 }
@@ -142,7 +160,10 @@ fn the_page_answers_its_path_only() {
     assert_eq!(page.status, 200);
     assert_eq!(page.text(), "# a page\n");
     assert_eq!(page.header("content-type"), Some(TEXT_FORMAT));
-    assert_eq!(serve(&app, TestRequest::get("/metrics/x").build()).text(), "app");
+    assert_eq!(
+        serve(&app, TestRequest::get("/metrics/x").build()).text(),
+        "app"
+    );
     let post = serve(&app, TestRequest::post("/metrics").build());
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));

@@ -240,7 +240,9 @@ fn route(head: &[u8]) -> Route {
     match request.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) if head.len() <= MAX_HEAD => return Route::Incomplete,
-        Ok(httparse::Status::Partial) => return Route::Refuse("431 Request Header Fields Too Large"),
+        Ok(httparse::Status::Partial) => {
+            return Route::Refuse("431 Request Header Fields Too Large");
+        }
         Err(_) => return Route::Refuse("400 Bad Request"),
     }
     let path = request.path.unwrap_or("");

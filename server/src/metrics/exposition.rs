@@ -57,7 +57,7 @@ impl Kind {
 
 /// Where a sample goes within its series: a histogram's buckets in the
 /// order of their bounds, then its sum and count.
-#[derive(Clone, Debug, PartialEq, PartialOrd)]
+#[derive(Clone, Debug)]
 enum Part {
     /// A counter's or gauge's one sample (or a summary's quantile).
     Value,
@@ -68,7 +68,19 @@ enum Part {
     Count,
 }
 
+impl PartialEq for Part {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
 impl Eq for Part {}
+
+impl PartialOrd for Part {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Ord for Part {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
@@ -294,8 +306,11 @@ fn sample_key(
     Some((labels, part))
 }
 
+/// A sample line's name, labels and value.
+type Sample<'a> = (&'a str, Vec<(String, String)>, f64);
+
 /// `name{a="1",b="2"} value [timestamp]`, with the label values unescaped.
-fn parse_sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn parse_sample(line: &str) -> Option<Sample<'_>> {
     let name_end = line.find(['{', ' '])?;
     let name = &line[..name_end];
     if name.is_empty() {

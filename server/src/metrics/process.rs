@@ -123,7 +123,10 @@ mod tests {
     #[test]
     fn this_process_reads_back_sensibly() {
         let stats = Stats::of(std::process::id()).expect("this process is alive");
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
         assert!(stats.start_time > now - 3600.0 && stats.start_time <= now + 1.0);
         assert!(stats.resident_bytes > 1_000_000.0);
         assert!(stats.open_fds >= 3.0);
