@@ -21,6 +21,7 @@ use turnstile::middleware::metrics::HttpMetrics;
 use turnstile::server::{Arbiter, ArbiterConfig};
 use turnstile::{Request, Response, Route, Stack};
 
+// ANCHOR: bookshop
 /// The existing application: it knows its routes, and nothing of Prometheus.
 fn bookshop(request: Request) -> Response {
     let segments: Vec<&str> = request.uri().path().split('/').skip(1).collect();
@@ -44,6 +45,7 @@ fn bookshop(request: Request) -> Response {
     response.extensions_mut().insert(Route::new(route));
     response
 }
+// ANCHOR_END: bookshop
 
 // ANCHOR: serve
 fn main() {

@@ -197,8 +197,10 @@ fn a_single_process_serves_its_own_page_on_the_main_port() {
         (total(&page, COUNT) == 8.0).then_some(page)
     })
     .expect("8 requests counted");
-    // The scrapes themselves are not counted.
     assert!(page.contains("process_open_fds "));
+    // The scrapes themselves are not counted.
+    let (_, again) = fetch(server.addr(), "/metrics").unwrap();
+    assert_eq!(total(&again, COUNT), 8.0);
     promtool_check(&page);
 }
 

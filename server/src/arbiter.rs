@@ -7,10 +7,12 @@
 //! another thread held, would be missing or stuck in every worker. It checks
 //! this before each fork.
 //!
-//! Its loop waits on a `signalfd` and on one pipe per worker, at least once
-//! a second, and then, in order: handles the signals that arrived, reads the
-//! workers' heartbeats, reaps the workers that exited, aborts the stuck
-//! ones, and forks or retires workers until their number is right.
+//! Its loop waits on a `signalfd`, on one Unix socket per worker and on the
+//! metrics endpoint's sockets, at least once a second, and then, in order:
+//! handles the signals that arrived, reads the workers' heartbeats (and
+//! their pages of metrics), reaps the workers that exited, moves scrapes on,
+//! aborts the stuck workers, and forks or retires workers until their
+//! number is right.
 //!
 //! | signal | the arbiter |
 //! |---|---|

@@ -41,6 +41,7 @@ use std::sync::OnceLock;
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+// ANCHOR: install
 /// Buckets of every histogram, in seconds unless named otherwise:
 /// OpenTelemetry's advice for `http.server.request.duration`.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -92,6 +93,7 @@ pub fn install() -> bool {
         Err(_) => false,
     }
 }
+// ANCHOR_END: install
 
 /// This process's metrics in the text format, without the `process_*`
 /// figures (the arbiter adds those for every process); empty when no

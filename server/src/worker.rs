@@ -163,11 +163,13 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
         }
     };
     ids::reseed();
+    // ANCHOR: recorder
     // Before anything records: the post_fork hook and the application may.
     let metrics_on = config.metrics || config.metrics_bind.is_some();
     if metrics_on {
         metrics::install();
     }
+    // ANCHOR_END: recorder
     let _ = to_arbiter.set_write_timeout(Some(WRITE_TIMEOUT));
     let to_arbiter = ToArbiter {
         stream: to_arbiter,
@@ -251,6 +253,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
             .oldest_in_flight()
             .map(|request| (request.elapsed(), request.describe()));
         to_arbiter.send(&Beat::Alive { oldest });
+        // ANCHOR: round_page
         // Every round: the page is what a worker killed before the next
         // scrape leaves behind, and rendering it is the recorder's upkeep.
         if pages {
@@ -258,6 +261,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
         } else if metrics_on {
             metrics::upkeep();
         }
+        // ANCHOR_END: round_page
     };
     if !quick {
         let drained = handle.shutdown_until(Instant::now() + config.graceful_timeout);
@@ -269,6 +273,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
         }
     }
     Hooks::run(&hooks.worker_exit, worker);
+    // ANCHOR: last_page
     if pages {
         // The last page: what the worker counted while it drained.
         to_arbiter.send(&Beat::Metrics {
@@ -276,6 +281,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
             page: metrics::snapshot(),
         });
     }
+    // ANCHOR_END: last_page
     per_process::teardown();
     std::process::exit(0)
 }

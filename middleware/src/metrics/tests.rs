@@ -46,6 +46,7 @@ fn counts_each_request_once_by_route() {
     assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
 }
 
+// ANCHOR: unmatched_test
 #[test]
 fn unknown_paths_share_one_series() {
     let app = Stack::new()
@@ -70,6 +71,7 @@ fn unknown_paths_share_one_series() {
     );
     assert!(!text.contains("probe"));
 }
+// ANCHOR_END: unmatched_test
 
 #[test]
 fn errors_and_panics_are_500s_counted_once() {
