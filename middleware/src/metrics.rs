@@ -59,7 +59,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use metrics::{Gauge, SharedString, Unit};
-use turnstile_core::http::{HeaderValue, Method, StatusCode, Uri, header, uri::Scheme};
+use turnstile_core::http::{HeaderValue, Method, StatusCode, header, uri::Scheme};
 use turnstile_core::{
     AppResult, Application, Environ, Layer, Request, Response, Route, on_complete, per_process,
 };
@@ -340,7 +340,7 @@ pub struct WithMetricsPage<A> {
 
 impl<A: Application> Application for WithMetricsPage<A> {
     fn handle(&self, request: Request) -> AppResult {
-        if !is_page(request.uri(), &self.page.path) {
+        if request.uri().path() != &*self.page.path {
             return self.inner.handle(request);
         }
         let (status, body) = match *request.method() {
@@ -356,10 +356,6 @@ impl<A: Application> Application for WithMetricsPage<A> {
         }
         Ok(response)
     }
-}
-
-fn is_page(uri: &Uri, path: &str) -> bool {
-    uri.path() == path
 }
 // ANCHOR_END: all
 

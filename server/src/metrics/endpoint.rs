@@ -13,8 +13,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
 use nix::poll::{PollFd, PollFlags};
 
+use crate::http1::write::{BodyFraming, DateCache, write_head};
+use crate::http1::{Limits, Parsed, parse_head};
 use crate::metrics::exposition::Exposition;
 
 /// How long a scrape waits for the workers' pages.
@@ -38,6 +42,7 @@ pub(crate) struct Endpoint {
     next_question: u64,
     /// What the workers that exited counted, summed.
     pub(crate) retired: Exposition,
+    dates: DateCache,
 }
 
 struct Scrape {
@@ -69,6 +74,7 @@ impl Endpoint {
             collecting: None,
             next_question: 1,
             retired: Exposition::default(),
+            dates: DateCache::default(),
         })
     }
 
@@ -106,7 +112,9 @@ impl Endpoint {
     pub(crate) fn progress(&mut self) -> Option<u64> {
         self.accept();
         let now = Instant::now();
-        self.scrapes.retain_mut(|scrape| scrape.progress(now));
+        let dates = &mut self.dates;
+        self.scrapes
+            .retain_mut(|scrape| scrape.progress(now, dates));
         let waiting = self
             .scrapes
             .iter()
@@ -129,13 +137,15 @@ impl Endpoint {
     /// Answers every waiting scrape with `page`, and ends the collection.
     pub(crate) fn answer(&mut self, page: &str) {
         self.collecting = None;
+        let dates = &mut self.dates;
         for scrape in &mut self.scrapes {
             if let State::Waiting { head_only } = scrape.state {
-                scrape.respond("200 OK", page, head_only);
+                scrape.respond(StatusCode::OK, page, head_only, dates);
             }
         }
         let now = Instant::now();
-        self.scrapes.retain_mut(|scrape| scrape.progress(now));
+        self.scrapes
+            .retain_mut(|scrape| scrape.progress(now, dates));
     }
 
     fn accept(&mut self) {
@@ -161,7 +171,7 @@ impl Endpoint {
 
 impl Scrape {
     /// Moves the scrape on; false once it is finished or failed.
-    fn progress(&mut self, now: Instant) -> bool {
+    fn progress(&mut self, now: Instant, dates: &mut DateCache) -> bool {
         if now >= self.deadline {
             return false;
         }
@@ -187,9 +197,9 @@ impl Scrape {
                         true
                     }
                     Route::Refuse(status) => {
-                        let body = format!("{status}\n");
-                        self.respond(status, &body, false);
-                        self.progress(now)
+                        let body = format!("{} {}\n", status.as_str(), reason(status));
+                        self.respond(status, &body, false, dates);
+                        self.progress(now, dates)
                     }
                 }
             }
@@ -209,17 +219,19 @@ impl Scrape {
         }
     }
 
-    fn respond(&mut self, status: &str, body: &str, head_only: bool) {
-        let mut out = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            if status.starts_with("200") {
+    fn respond(&mut self, status: StatusCode, body: &str, head_only: bool, dates: &mut DateCache) {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(if status == StatusCode::OK {
                 "text/plain; version=0.0.4; charset=utf-8"
             } else {
                 "text/plain; charset=utf-8"
-            },
-            body.len()
-        )
-        .into_bytes();
+            }),
+        );
+        let mut out = Vec::with_capacity(256 + body.len());
+        let framing = BodyFraming::Length(body.len() as u64);
+        write_head(&mut out, status, &headers, framing, false, dates.now());
         if !head_only {
             out.extend_from_slice(body.as_bytes());
         }
@@ -230,31 +242,30 @@ impl Scrape {
 enum Route {
     Incomplete,
     Page { head_only: bool },
-    Refuse(&'static str),
+    Refuse(StatusCode),
 }
 
-/// What a request head asks for.
+/// What a request head asks for, read by the engine's own parser, so the
+/// endpoint refuses what the main port refuses.
 fn route(head: &[u8]) -> Route {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) if head.len() <= MAX_HEAD => return Route::Incomplete,
-        Ok(httparse::Status::Partial) => {
-            return Route::Refuse("431 Request Header Fields Too Large");
-        }
-        Err(_) => return Route::Refuse("400 Bad Request"),
+    let parsed = match parse_head(head, &Limits::default()) {
+        Ok(Parsed::Partial) if head.len() <= MAX_HEAD => return Route::Incomplete,
+        Ok(Parsed::Partial) => return Route::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Ok(Parsed::Complete { head, .. }) => head,
+        Err(error) => return Route::Refuse(error.status()),
+    };
+    if parsed.uri.path() != PATH {
+        return Route::Refuse(StatusCode::NOT_FOUND);
     }
-    let path = request.path.unwrap_or("");
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
-    if path != PATH {
-        return Route::Refuse("404 Not Found");
+    match parsed.method {
+        Method::GET => Route::Page { head_only: false },
+        Method::HEAD => Route::Page { head_only: true },
+        _ => Route::Refuse(StatusCode::METHOD_NOT_ALLOWED),
     }
-    match request.method {
-        Some("GET") => Route::Page { head_only: false },
-        Some("HEAD") => Route::Page { head_only: true },
-        _ => Route::Refuse("405 Method Not Allowed"),
-    }
+}
+
+fn reason(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("")
 }
 
 #[cfg(test)]
@@ -277,14 +288,14 @@ mod tests {
                 Route::Incomplete => "incomplete",
                 Route::Page { head_only: false } => "page",
                 Route::Page { head_only: true } => "head",
-                Route::Refuse(status) => status,
+                Route::Refuse(status) => &format!("{} {}", status.as_str(), reason(status)),
             };
             assert_eq!(got, expected, "{}", String::from_utf8_lossy(head));
         }
         let long = format!("GET /metrics HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
         assert!(matches!(
             route(long.as_bytes()),
-            Route::Refuse("431 Request Header Fields Too Large")
+            Route::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
         ));
     }
 }
