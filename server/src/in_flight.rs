@@ -59,6 +59,11 @@ impl RequestLimit {
             total: AtomicU64::new(0),
         }
     }
+
+    /// Whether `max` requests have been served.
+    pub(crate) fn is_reached(&self) -> bool {
+        self.total.load(Ordering::Relaxed) >= self.max
+    }
 }
 
 /// One request thread's record.

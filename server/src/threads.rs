@@ -22,7 +22,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,8 @@ impl Server {
             config: self.conn,
             stopping: AtomicBool::new(false),
             exiting: AtomicBool::new(false),
+            accepting: AtomicUsize::new(0),
+            limit: self.limit,
             records,
         });
         let threads = thread_records
@@ -186,6 +188,12 @@ struct Shared<A> {
     stopping: AtomicBool,
     /// Set once the connections have drained: the threads leave.
     exiting: AtomicBool,
+    /// Threads inside `accept`: a drain is not over while one may still
+    /// admit a connection.
+    accepting: AtomicUsize,
+    /// `--max-requests`: once reached, the threads accept no more, without
+    /// waiting for the worker's main thread to stop them.
+    limit: Option<Arc<RequestLimit>>,
     records: Records,
 }
 
@@ -243,7 +251,13 @@ impl<A: Application> Shared<A> {
 
     fn accept(&self, index: usize) {
         let listener = &self.listeners[index];
+        // SeqCst, paired with `stop` and `drain`: either the drain sees this
+        // thread accepting and waits for it, or this thread sees the stop.
+        self.accepting.fetch_add(1, Ordering::SeqCst);
         for _ in 0..ACCEPT_BATCH {
+            if !self.accepts() {
+                break;
+            }
             match listener.accept() {
                 Ok((stream, peer)) => {
                     let mut environ = Environ::new();
@@ -270,9 +284,17 @@ impl<A: Application> Shared<A> {
                 Err(_) => {}
             }
         }
-        if !self.stopping.load(Ordering::Acquire) {
+        if self.accepts() {
             self.poller.rearm_listener(index, listener);
         }
+        self.accepting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether new connections are still taken: not stopping, and under
+    /// the request limit.
+    fn accepts(&self) -> bool {
+        !self.stopping.load(Ordering::SeqCst)
+            && !self.limit.as_ref().is_some_and(|limit| limit.is_reached())
     }
 }
 
@@ -295,7 +317,7 @@ trait Control: Send + Sync {
 
 impl<A: Application> Control for Shared<A> {
     fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
+        self.stopping.store(true, Ordering::SeqCst);
         for listener in &self.listeners {
             self.poller.stop_listening(listener);
         }
@@ -303,7 +325,7 @@ impl<A: Application> Control for Shared<A> {
 
     fn drain(&self) -> bool {
         self.poller.close_idle(SILENT_GRACE);
-        self.poller.open_connections() > 0
+        self.poller.open_connections() > 0 || self.accepting.load(Ordering::SeqCst) > 0
     }
 
     fn exit(&self) {
