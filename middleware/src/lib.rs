@@ -8,6 +8,8 @@
 //! each one be unit-tested with [`turnstile_core::test`] and used under any
 //! server.
 //!
+//! - [`error_capture`]: errors and panics answered with a generic 500, and
+//!   reported to Sentry with the request, scrubbed; a per-process client.
 //! - [`headers`]: static and security headers, the request id (adopted
 //!   or generated, echoed), `Server-Timing`.
 //! - [`metrics`]: OpenTelemetry's HTTP server metrics (duration to the last
@@ -23,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod error_capture;
 pub mod headers;
 pub mod metrics;
 pub mod post_fork;

@@ -1,0 +1,369 @@
+// ANCHOR: all
+//! Error capture: an application's errors and panics become a short 500,
+//! and each is reported to Sentry with its request, scrubbed of secrets.
+//!
+//! [`ErrorCapture`] calls the application, catching panics. When the
+//! application fails, by returning an error or by panicking, the layer:
+//!
+//! - answers `500 Internal Server Error` with a generic body, the same for
+//!   every failure: no message, stack or secret reaches the client (unless
+//!   [`debug`](ErrorCapture::debug) is on);
+//! - logs one `error` event (target [`TARGET`]) with the request's method,
+//!   path and id;
+//! - reports one Sentry event: the exception (for a panic, with the stack
+//!   where it panicked), the request with its secrets scrubbed
+//!   ([`scrub`]), and the tags `request_id`, `trace_id`, `worker_id` and
+//!   `worker_pid`.
+//!
+//! A response the application returns itself with a status in the capture
+//! list (500 to 599 unless [configured](ErrorCapture::capture_statuses)) is
+//! reported too, as a message.
+//!
+//! Each request runs with a Sentry hub of its own, bound to its thread for
+//! the call: what the application reports itself (`sentry::capture_message`)
+//! carries the request, and what it adds to its scope ends with the request.
+//!
+//! Sentry's client (and its transport thread) belongs to one process: the
+//! layer builds it in each process that serves, on first use or as a
+//! Turnstile worker boots, never in the arbiter, and closes it, sending
+//! what is queued, as the process exits ([`PerProcess`]). It is also bound
+//! to the process's main hub, so code outside requests can report, and
+//! [`report_stuck_request`] can name the request a worker was stuck on
+//! when the arbiter aborts it.
+//!
+//! # Example
+//!
+//! ```
+//! use turnstile_core::{Request, Response, Stack, test};
+//! use turnstile_middleware::error_capture::{ErrorCapture, sentry};
+//!
+//! // Events are sent to a test transport here; a real DSN sends them to Sentry.
+//! let transport = sentry::test::TestTransport::new();
+//! let options = sentry::ClientOptions::new()
+//!     .dsn("https://public@sentry.invalid/1")
+//!     .transport(transport.clone());
+//!
+//! let app = Stack::new()
+//!     .layer(ErrorCapture::new().sentry(options))
+//!     .app(|_request: Request| -> Result<Response, std::io::Error> {
+//!         Err(std::io::Error::other("the orders table is locked"))
+//!     });
+//!
+//! let request = test::TestRequest::get("/orders?page=2&token=s3cret")
+//!     .header("host", "shop.example")
+//!     .header("authorization", "Bearer s3cret")
+//!     .build();
+//! let response = test::serve(&app, request);
+//! assert_eq!(response.status, 500);
+//! assert_eq!(response.text(), "Internal Server Error\n");
+//!
+//! let events = transport.fetch_and_clear_events();
+//! assert_eq!(events.len(), 1);
+//! assert_eq!(events[0].exception[0].value.as_deref(), Some("the orders table is locked"));
+//! let reported = events[0].request.as_ref().unwrap();
+//! assert_eq!(reported.method.as_deref(), Some("GET"));
+//! assert_eq!(reported.url.as_ref().unwrap().as_str(), "http://shop.example/orders?page=2&token=[redacted]");
+//! assert_eq!(reported.headers["authorization"], "[redacted]");
+//! ```
+
+use std::fmt::Write as _;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use sentry::protocol::{Event, Exception, Level, Mechanism};
+use sentry::{Client, ClientOptions, Hub};
+use turnstile_core::http::{HeaderValue, StatusCode, header};
+use turnstile_core::{
+    AppResult, Application, BoxError, Layer, Panicked, PerProcess, Request, Response, Route,
+    call_catching_panics, internal_server_error,
+};
+
+use crate::request_log::Redactor;
+
+mod panics;
+mod report;
+pub mod scrub;
+
+pub use report::{StuckRequest, report_stuck_request};
+/// The `sentry` crate the layer reports with, for its `ClientOptions`.
+pub use sentry;
+
+use panics::PanicSite;
+use report::{Facts, Reporter};
+
+/// The `tracing` target of the layer's log events.
+pub const TARGET: &str = "turnstile::errors";
+
+/// The statuses captured unless configured otherwise: every 5xx.
+pub const DEFAULT_CAPTURE_STATUSES: RangeInclusive<u16> = 500..=599;
+
+/// The error-capture layer. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct ErrorCapture {
+    settings: Arc<Settings>,
+    reporter: Option<PerProcess<Reporter>>,
+}
+
+/// What decides how failures are answered and reported.
+#[derive(Debug)]
+struct Settings {
+    debug: bool,
+    capture_statuses: Vec<RangeInclusive<u16>>,
+    redactor: Redactor,
+    send_default_pii: bool,
+}
+
+impl Default for ErrorCapture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ErrorCapture {
+    /// A layer that answers failures with a 500 and logs them, and reports
+    /// nothing until given Sentry's options.
+    pub fn new() -> Self {
+        Self {
+            settings: Arc::new(Settings {
+                debug: false,
+                capture_statuses: vec![DEFAULT_CAPTURE_STATUSES],
+                redactor: Redactor::default(),
+                send_default_pii: false,
+            }),
+            reporter: None,
+        }
+    }
+
+    /// Reports to Sentry with a client built from `options` in each
+    /// process that serves. Its `send_default_pii` decides whether the
+    /// client's address and forwarding headers are sent; its `sample_rate`
+    /// which events are. Without a DSN, nothing is reported.
+    pub fn sentry(mut self, options: ClientOptions) -> Self {
+        self.settings_mut().send_default_pii = options.send_default_pii;
+        self.reporter = Some(PerProcess::new(move || Reporter::start(&options)));
+        self
+    }
+
+    /// Whether a 500 shows the error, or the panic's message and place, to
+    /// the client. For development only: an error's text may hold a secret.
+    pub fn debug(mut self, debug: bool) -> Self {
+        self.settings_mut().debug = debug;
+        self
+    }
+
+    /// The statuses which, returned by the application itself, are
+    /// reported: 500 to 599 unless set. Empty reports none.
+    pub fn capture_statuses(
+        mut self,
+        statuses: impl IntoIterator<Item = RangeInclusive<u16>>,
+    ) -> Self {
+        self.settings_mut().capture_statuses = statuses.into_iter().collect();
+        self
+    }
+
+    /// Hides the values of query keys this redactor finds secret, and
+    /// request headers with such names (the request-logging layer's
+    /// [`Redactor`], so both hide the same).
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.settings_mut().redactor = redactor;
+        self
+    }
+
+    fn settings_mut(&mut self) -> &mut Settings {
+        Arc::get_mut(&mut self.settings).expect("settings are shared only once layered")
+    }
+
+    /// This process's client, when it reports.
+    fn client(&self) -> Option<Arc<Client>> {
+        let reporter = self.reporter.as_ref()?.get();
+        reporter.client().cloned()
+    }
+}
+
+/// Parses a list of statuses and ranges, `500-599,404`.
+///
+/// ```
+/// use turnstile_middleware::error_capture::parse_statuses;
+///
+/// assert_eq!(parse_statuses("500-599, 404"), Ok(vec![500..=599, 404..=404]));
+/// assert!(parse_statuses("600-500").is_err());
+/// ```
+///
+/// # Errors
+///
+/// An item that is not a status (100 to 999) or a rising range of them.
+pub fn parse_statuses(text: &str) -> Result<Vec<RangeInclusive<u16>>, String> {
+    let status = |item: &str| {
+        item.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|code| (100..=999).contains(code))
+            .ok_or_else(|| format!("`{}` is not an HTTP status", item.trim()))
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let range = match item.split_once('-') {
+                Some((low, high)) => status(low)?..=status(high)?,
+                None => status(item)?..=status(item)?,
+            };
+            if range.is_empty() {
+                return Err(format!("`{item}` is an empty range"));
+            }
+            Ok(range)
+        })
+        .collect()
+}
+
+impl<A: Application> Layer<A> for ErrorCapture {
+    type Application = Captured<A>;
+
+    fn layer(&self, inner: A) -> Captured<A> {
+        panics::install_hook();
+        Captured {
+            inner,
+            capture: self.clone(),
+        }
+    }
+}
+
+/// An application whose failures [`ErrorCapture`] answers and reports.
+#[derive(Debug)]
+pub struct Captured<A> {
+    inner: A,
+    capture: ErrorCapture,
+}
+
+// ANCHOR: handle
+impl<A: Application> Application for Captured<A> {
+    fn handle(&self, request: Request) -> AppResult {
+        let settings = &self.capture.settings;
+        let client = self.capture.client();
+        let facts = Arc::new(Facts::of(&request, settings, client.is_some()));
+        let hub = client.map(|client| facts.hub(client));
+        let wants_stack = hub.is_some();
+        let result = match &hub {
+            // Bound for the call: what the application reports itself goes
+            // through this request's hub.
+            Some(hub) => Hub::run(hub.clone(), || {
+                panics::catching(wants_stack, || call_catching_panics(&self.inner, request))
+            }),
+            None => panics::catching(false, || call_catching_panics(&self.inner, request)),
+        };
+        match result {
+            Ok(response) => {
+                // The access log already has the status: only Sentry hears.
+                if let Some(hub) = hub
+                    && settings.captures(response.status())
+                {
+                    hub.capture_event(status_event(&facts, &response));
+                }
+                Ok(response)
+            }
+            Err(error) => {
+                let site = panics::take_site();
+                let event = failure_event(&error, site.as_ref());
+                let event_id = hub.map(|hub| hub.capture_event(event));
+                facts.log_failure(&error, site.as_ref(), event_id);
+                Ok(settings.failure_response(&error, site.as_ref()))
+            }
+        }
+    }
+}
+// ANCHOR_END: handle
+
+impl Settings {
+    fn captures(&self, status: StatusCode) -> bool {
+        let code = status.as_u16();
+        self.capture_statuses
+            .iter()
+            .any(|range| range.contains(&code))
+    }
+
+    /// The 500: generic, or in debug mode with what failed.
+    fn failure_response(&self, error: &BoxError, site: Option<&PanicSite>) -> Response {
+        if !self.debug {
+            return internal_server_error();
+        }
+        let mut text = String::from("Internal Server Error\n\n");
+        match site {
+            Some(site) => {
+                let _ = writeln!(text, "panicked at {}: {error}", site.location);
+            }
+            None => {
+                let _ = writeln!(text, "{error}");
+                let mut source = error.source();
+                while let Some(cause) = source {
+                    let _ = writeln!(text, "caused by: {cause}");
+                    source = cause.source();
+                }
+            }
+        }
+        let mut response = internal_server_error();
+        *response.body_mut() = text.into();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+// ANCHOR: failure_event
+/// The event for an error or a panic: the exception, marked unhandled.
+fn failure_event(error: &BoxError, site: Option<&PanicSite>) -> Event<'static> {
+    let panicked = error.downcast_ref::<Panicked>();
+    let mut event = match panicked {
+        Some(panicked) => Event {
+            exception: vec![Exception {
+                ty: "panic".into(),
+                value: Some(panicked.message().to_owned()),
+                stacktrace: site.and_then(|site| site.stack.clone()),
+                ..Default::default()
+            }]
+            .into(),
+            ..Default::default()
+        },
+        // Rust errors carry no stack: the chain of causes is what there is.
+        None => sentry::event_from_error(error.as_ref()),
+    };
+    event.level = Level::Error;
+    if let Some(outermost) = event.exception.last_mut() {
+        outermost.mechanism = Some(Mechanism {
+            ty: if panicked.is_some() {
+                "panic"
+            } else {
+                "turnstile"
+            }
+            .into(),
+            handled: Some(false),
+            ..Default::default()
+        });
+    }
+    event
+}
+// ANCHOR_END: failure_event
+
+/// The event for a captured status the application answered with.
+fn status_event(facts: &Facts, response: &Response) -> Event<'static> {
+    let status = response.status();
+    let route = Route::of_response(response).map(|route| route.as_str().to_owned());
+    let transaction = facts.transaction(route.as_deref());
+    Event {
+        message: Some(format!("{transaction} answered {status}")),
+        level: Level::Error,
+        // One issue per status and route, not one per message.
+        fingerprint: vec![
+            "turnstile.status".into(),
+            status.as_str().to_owned().into(),
+            transaction.clone().into(),
+        ]
+        .into(),
+        transaction: Some(transaction),
+        ..Default::default()
+    }
+}
+// ANCHOR_END: all
+
+#[cfg(test)]
+mod tests;

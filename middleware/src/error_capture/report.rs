@@ -1,0 +1,350 @@
+//! Sentry's side: the client each process builds, the per-request hub that
+//! attaches the request to every event, and the stuck-request report.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sentry::integrations::backtrace::ProcessStacktraceIntegration;
+use sentry::integrations::contexts::ContextIntegration;
+use sentry::protocol::{Event, Exception, IpAddress, Level, Map, Mechanism, User, Value};
+use sentry::types::Uuid;
+use sentry::{Client, ClientOptions, Hub};
+use turnstile_core::http::uri::Scheme;
+use turnstile_core::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use turnstile_core::{BoxError, Environ, Panicked, Request, RequestId, Route, TraceId, Worker};
+
+use super::panics::PanicSite;
+use super::{Settings, TARGET, scrub};
+
+/// Events waiting for the transport thread before new ones are dropped
+/// (Sentry's default is 30); a burst of failures should not lose reports.
+const QUEUE: usize = 100;
+
+/// The crates whose frames Sentry shows as the server's, not the
+/// application's.
+const NOT_IN_APP: [&str; 3] = [
+    "turnstile_core::",
+    "turnstile_middleware::",
+    "turnstile_server::",
+];
+
+// ANCHOR: reporter
+/// One process's Sentry client. Built in the process that reports, closed
+/// as it exits: dropping it sends what is queued, within the options'
+/// `shutdown_timeout` (2 s unless set).
+pub(crate) struct Reporter {
+    client: Option<Arc<Client>>,
+}
+
+impl Reporter {
+    pub(super) fn start(options: &ClientOptions) -> Self {
+        // The panic integration is left out: the layer reports the panics
+        // it catches, and that integration would report them again, and
+        // block the request's thread on a flush after each one.
+        let mut options = options
+            .clone()
+            .default_integrations(false)
+            .add_integration(ContextIntegration::new())
+            .add_integration(ProcessStacktraceIntegration);
+        options.in_app_exclude.extend_from_slice(&NOT_IN_APP);
+        if options.transport_channel_capacity.is_none() {
+            options = options.transport_channel_capacity(QUEUE);
+        }
+        let client = Arc::new(Client::with_options(sentry::apply_defaults(options)));
+        if !client.is_enabled() {
+            return Self { client: None };
+        }
+        // For code outside requests, and the stuck-request report.
+        Hub::main().bind_client(Some(client.clone()));
+        Self {
+            client: Some(client),
+        }
+    }
+
+    pub(super) fn client(&self) -> Option<&Arc<Client>> {
+        self.client.as_ref()
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Some(client) = &self.client {
+            client.close(None);
+        }
+    }
+}
+// ANCHOR_END: reporter
+
+impl fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reporter")
+            .field("enabled", &self.client.is_some())
+            .finish()
+    }
+}
+
+/// What the layer keeps of a request, for its log line and its events.
+pub(super) struct Facts {
+    method: Method,
+    uri: Uri,
+    /// Only when reporting: copying them is the layer's main cost.
+    headers: Option<HeaderMap>,
+    scheme: &'static str,
+    client_addr: Option<SocketAddr>,
+    request_id: RequestId,
+    trace_id: Option<TraceId>,
+    worker: Worker,
+    route: Option<Route>,
+    settings: Arc<Settings>,
+}
+
+impl Facts {
+    pub(super) fn of(request: &Request, settings: &Arc<Settings>, reporting: bool) -> Self {
+        let environ = Environ::of(request);
+        Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: reporting.then(|| request.headers().clone()),
+            scheme: if environ.scheme == Scheme::HTTPS {
+                "https"
+            } else {
+                "http"
+            },
+            client_addr: environ.client_addr.or(environ.remote_addr),
+            request_id: environ.request_id.clone(),
+            trace_id: request.extensions().get::<TraceId>().copied(),
+            worker: environ.worker,
+            route: Route::of_request(request).cloned(),
+            settings: settings.clone(),
+        }
+    }
+
+    // ANCHOR: hub
+    /// A hub for this request alone: the main hub's scope, this process's
+    /// client, and a processor that attaches the request to every event.
+    pub(super) fn hub(self: &Arc<Self>, client: Arc<Client>) -> Arc<Hub> {
+        let hub = Arc::new(Hub::new_from_top(Hub::main()));
+        hub.bind_client(Some(client));
+        let facts = self.clone();
+        hub.configure_scope(|scope| {
+            scope.add_event_processor(move |event| Some(facts.fill(event)));
+        });
+        hub
+    }
+    // ANCHOR_END: hub
+
+    /// Adds what is known of the request to an event; what the event has
+    /// already is kept.
+    fn fill(&self, mut event: Event<'static>) -> Event<'static> {
+        if event.request.is_none() {
+            event.request = Some(self.sentry_request());
+        }
+        let tags = &mut event.tags;
+        tags.entry("request_id".into())
+            .or_insert_with(|| self.request_id.to_string());
+        if let Some(trace_id) = self.trace_id {
+            tags.entry("trace_id".into())
+                .or_insert_with(|| trace_id.to_string());
+        }
+        tags.entry("worker_id".into())
+            .or_insert_with(|| self.worker.id.to_string());
+        tags.entry("worker_pid".into()).or_insert_with(|| {
+            match self.worker.pid {
+                0 => std::process::id(),
+                pid => pid,
+            }
+            .to_string()
+        });
+        if event.transaction.is_none() {
+            event.transaction = Some(self.transaction(None));
+        }
+        if self.settings.send_default_pii
+            && event.user.is_none()
+            && let Some(addr) = self.client_addr
+        {
+            event.user = Some(User {
+                ip_address: Some(IpAddress::Exact(addr.ip())),
+                ..Default::default()
+            });
+        }
+        event
+    }
+
+    fn sentry_request(&self) -> sentry::protocol::Request {
+        let settings = &self.settings;
+        let empty = HeaderMap::new();
+        let headers = self.headers.as_ref().unwrap_or(&empty);
+        let host = headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok());
+        let mut env = Map::new();
+        if settings.send_default_pii
+            && let Some(addr) = self.client_addr
+        {
+            env.insert("REMOTE_ADDR".into(), addr.ip().to_string());
+        }
+        sentry::protocol::Request {
+            url: scrub::url(self.scheme, host, &self.uri, &settings.redactor),
+            method: Some(self.method.to_string()),
+            query_string: self
+                .uri
+                .query()
+                .map(|query| settings.redactor.query(query).into_owned()),
+            headers: scrub::headers(headers, settings.send_default_pii, &settings.redactor),
+            env,
+            ..Default::default()
+        }
+    }
+
+    /// `GET /users/{id}` with a route, else `GET /users/7`: Sentry's
+    /// transaction, and the name of the request in log lines.
+    pub(super) fn transaction(&self, route: Option<&str>) -> String {
+        let target = route
+            .or(self.route.as_ref().map(Route::as_str))
+            .unwrap_or(self.uri.path());
+        format!("{} {target}", self.method)
+    }
+
+    /// The log line of a failure; it names the Sentry event, if one was sent.
+    pub(super) fn log_failure(
+        &self,
+        error: &BoxError,
+        site: Option<&PanicSite>,
+        event_id: Option<Uuid>,
+    ) {
+        let event_id = event_id.map(|id| tracing::field::display(id.simple()));
+        let request = format!("{} {}", self.method, self.uri.path());
+        match (error.downcast_ref::<Panicked>(), site) {
+            (Some(panicked), Some(site)) => tracing::error!(
+                target: TARGET,
+                request_id = %self.request_id,
+                sentry_event_id = event_id,
+                "{request} panicked at {}: {}",
+                site.location,
+                panicked.message()
+            ),
+            _ => tracing::error!(
+                target: TARGET,
+                request_id = %self.request_id,
+                sentry_event_id = event_id,
+                "{request} failed: {error}"
+            ),
+        }
+    }
+}
+
+/// The request a worker was serving when the arbiter aborted it for its
+/// timeout, as the server's `worker_abort` hook is told.
+#[derive(Clone, Debug)]
+pub struct StuckRequest<'a> {
+    /// Its method.
+    pub method: &'a Method,
+    /// Its request-target as received; only the path is reported, since
+    /// the query may hold a secret.
+    pub target: &'a [u8],
+    /// Its `Host`, for the URL.
+    pub host: Option<&'a HeaderValue>,
+    /// Its id, as the server logged it.
+    pub request_id: String,
+    /// How long it had been served.
+    pub ran_for: Duration,
+    /// The worker that served it.
+    pub worker: Worker,
+}
+
+// ANCHOR: stuck
+/// Reports a request that outlived the worker's timeout, through this
+/// process's client (the one an [`ErrorCapture`](super::ErrorCapture)
+/// layer built), then waits up to `within` for it to be sent: the worker
+/// is about to die. Returns the event's id, or `None` when nothing
+/// reports in this process.
+pub fn report_stuck_request(stuck: &StuckRequest<'_>, within: Duration) -> Option<Uuid> {
+    let hub = Hub::main();
+    let client = hub.client().filter(|client| client.is_enabled())?;
+    let event_id = hub.capture_event(stuck_event(stuck));
+    client.flush(Some(within));
+    Some(event_id)
+}
+// ANCHOR_END: stuck
+
+fn stuck_event(stuck: &StuckRequest<'_>) -> Event<'static> {
+    let target = String::from_utf8_lossy(stuck.target);
+    let path = target.split('?').next().unwrap_or_default();
+    let name = format!("{} {path}", stuck.method);
+    let seconds = stuck.ran_for.as_secs_f64();
+    let host = stuck.host.and_then(|host| host.to_str().ok());
+    let url = path
+        .parse::<Uri>()
+        .ok()
+        .and_then(|uri| scrub::url("http", host, &uri, &Default::default()));
+    let tags = [
+        ("request_id", stuck.request_id.clone()),
+        ("worker_id", stuck.worker.id.to_string()),
+        ("worker_pid", stuck.worker.pid.to_string()),
+    ];
+    Event {
+        exception: vec![Exception {
+            ty: "WorkerTimeout".into(),
+            value: Some(format!(
+                "{name} was still running after {seconds:.1} s; the worker was aborted"
+            )),
+            mechanism: Some(Mechanism {
+                ty: "turnstile.timeout".into(),
+                handled: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+        .into(),
+        level: Level::Fatal,
+        request: Some(sentry::protocol::Request {
+            url,
+            method: Some(stuck.method.to_string()),
+            ..Default::default()
+        }),
+        transaction: Some(name),
+        tags: tags
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect(),
+        extra: [("ran_for_seconds".to_owned(), Value::from(seconds))]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stuck_request_is_named_by_its_path_and_time() {
+        let method = Method::POST;
+        let host = HeaderValue::from_static("shop.example");
+        let event = stuck_event(&StuckRequest {
+            method: &method,
+            target: b"/reports/annual?token=s3cret",
+            host: Some(&host),
+            request_id: "0f3c".into(),
+            ran_for: Duration::from_millis(31_250),
+            worker: Worker { id: 2, pid: 4242 },
+        });
+        let exception = &event.exception[0];
+        assert_eq!(exception.ty, "WorkerTimeout");
+        assert_eq!(
+            exception.value.as_deref(),
+            Some("POST /reports/annual was still running after 31.2 s; the worker was aborted")
+        );
+        let request = event.request.as_ref().unwrap();
+        assert_eq!(
+            request.url.as_ref().unwrap().as_str(),
+            "http://shop.example/reports/annual"
+        );
+        assert_eq!(event.tags["request_id"], "0f3c");
+        assert_eq!(event.tags["worker_pid"], "4242");
+        assert!(!format!("{event:?}").contains("s3cret"));
+    }
+}

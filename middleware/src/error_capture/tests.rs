@@ -1,0 +1,349 @@
+use std::sync::{Arc, Mutex};
+
+use sentry::protocol::Level;
+use sentry::test::TestTransport;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::SubscriberExt as _;
+use turnstile_core::test::{MockApp, TestRequest, serve};
+use turnstile_core::{Stack, TraceId, Uuid};
+
+use super::*;
+
+fn reporting(capture: ErrorCapture) -> (ErrorCapture, Arc<TestTransport>) {
+    let transport = TestTransport::new();
+    let options = ClientOptions::new()
+        .dsn("https://public@sentry.invalid/1")
+        .transport(transport.clone());
+    (capture.sentry(options), transport)
+}
+
+/// A browser's request, with every kind of secret a request carries.
+fn request(path: &str) -> Request {
+    TestRequest::get(path)
+        .header("host", "shop.example")
+        .header("user-agent", "Mozilla/5.0")
+        .header("authorization", "Bearer auth-secret")
+        .header("cookie", "sessionid=cookie-secret")
+        .header("x-api-key", "key-secret")
+        .header("x-forwarded-for", "203.0.113.9")
+        .remote_addr("198.51.100.7:40000".parse().unwrap())
+        .environ(|environ| {
+            environ.request_id = Uuid::from_u128(0x1234).into();
+            environ.worker.id = 2;
+        })
+        .build()
+}
+
+const SECRETS: [&str; 6] = [
+    "auth-secret",
+    "cookie-secret",
+    "key-secret",
+    "hunter2",
+    "203.0.113.9",
+    "198.51.100.7",
+];
+
+fn assert_no_secret(event: &Event<'static>) {
+    let text = serde_json::to_string(event).unwrap();
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+}
+
+#[test]
+fn an_error_is_a_generic_500_and_one_event_with_the_scrubbed_request() {
+    let (capture, transport) = reporting(ErrorCapture::new());
+    let app = capture.layer(MockApp::failing("the password hunter2 was refused"));
+    let response = serve(&app, request("/login?user=ann&password=hunter2"));
+    assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.text(), "Internal Server Error\n");
+
+    let events = transport.fetch_and_clear_events();
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    let exception = event.exception.last().unwrap();
+    assert_eq!(
+        exception.value.as_deref(),
+        Some("the password hunter2 was refused")
+    );
+    assert_eq!(exception.mechanism.as_ref().unwrap().handled, Some(false));
+    let reported = event.request.as_ref().unwrap();
+    assert_eq!(reported.method.as_deref(), Some("GET"));
+    assert_eq!(
+        reported.url.as_ref().unwrap().as_str(),
+        "http://shop.example/login?user=ann&password=[redacted]"
+    );
+    assert_eq!(
+        reported.query_string.as_deref(),
+        Some("user=ann&password=[redacted]")
+    );
+    assert_eq!(reported.headers["user-agent"], "Mozilla/5.0");
+    assert_eq!(
+        event.tags["request_id"],
+        "00000000-0000-0000-0000-000000001234"
+    );
+    assert_eq!(event.tags["worker_id"], "2");
+    assert_eq!(event.transaction.as_deref(), Some("GET /login"));
+    assert!(event.user.is_none());
+    // The error's own text is the application's business; the rest is clean.
+    let mut without_message = event.clone();
+    without_message.exception.values.clear();
+    assert_no_secret(&without_message);
+}
+
+#[test]
+fn a_panic_is_reported_once_with_its_stack_and_the_thread_serves_on() {
+    let (capture, transport) = reporting(ErrorCapture::new());
+    let app = capture.layer(|request: Request| -> Response {
+        if request.uri().path() == "/panic" {
+            panic!("the basket is empty");
+        }
+        Response::new("fine\n".into())
+    });
+    let response = serve(&app, request("/panic"));
+    assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.text(), "Internal Server Error\n");
+    assert_eq!(serve(&app, request("/")).text(), "fine\n");
+
+    let events = transport.fetch_and_clear_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let exception = &events[0].exception[0];
+    assert_eq!(exception.ty, "panic");
+    assert_eq!(exception.value.as_deref(), Some("the basket is empty"));
+    assert_eq!(exception.mechanism.as_ref().unwrap().ty, "panic");
+    let frames = &exception.stacktrace.as_ref().expect("a stack").frames;
+    // The innermost frame left is this test's closure, where it panicked.
+    let innermost = frames.last().and_then(|frame| frame.function.as_deref());
+    assert!(
+        innermost.is_some_and(|function| function.contains("error_capture::tests")),
+        "{innermost:?}"
+    );
+    assert_no_secret(&events[0]);
+}
+
+#[test]
+fn statuses_the_application_answers_are_reported_when_listed() {
+    let (capture, transport) = reporting(ErrorCapture::new());
+    let unavailable = capture.layer(MockApp::with_status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+    ));
+    let missing = capture.layer(MockApp::with_status(StatusCode::NOT_FOUND, "none"));
+    assert_eq!(serve(&unavailable, request("/checkout")).text(), "busy");
+    serve(&missing, request("/nope"));
+    let events = transport.fetch_and_clear_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].message.as_deref(),
+        Some("GET /checkout answered 503 Service Unavailable")
+    );
+    assert_eq!(
+        events[0].request.as_ref().unwrap().method.as_deref(),
+        Some("GET")
+    );
+
+    let (capture, transport) =
+        reporting(ErrorCapture::new().capture_statuses(parse_statuses("404").unwrap()));
+    serve(
+        &capture.layer(MockApp::with_status(StatusCode::NOT_FOUND, "none")),
+        request("/nope"),
+    );
+    serve(
+        &capture.layer(MockApp::with_status(StatusCode::BAD_GATEWAY, "x")),
+        request("/x"),
+    );
+    let events = transport.fetch_and_clear_events();
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .ends_with("404 Not Found")
+    );
+}
+
+#[test]
+fn success_is_untouched_and_reports_nothing() {
+    let (capture, transport) = reporting(ErrorCapture::new());
+    let response = serve(&capture.layer(MockApp::ok("hello")), request("/"));
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.text(), "hello");
+    assert!(transport.fetch_and_clear_events().is_empty());
+}
+
+#[test]
+fn what_the_application_reports_carries_the_request_and_ends_with_it() {
+    let (capture, transport) = reporting(ErrorCapture::new());
+    let app = capture.layer(|request: Request| -> Result<Response, BoxError> {
+        if request.uri().path() == "/checkout" {
+            sentry::configure_scope(|scope| scope.set_tag("cart", "7"));
+            sentry::capture_message("checkout was slow", Level::Warning);
+            return Ok(Response::new("done".into()));
+        }
+        Err("the next request failed".into())
+    });
+    serve(&app, request("/checkout"));
+    serve(&app, request("/other"));
+    let events = transport.fetch_and_clear_events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].message.as_deref(), Some("checkout was slow"));
+    assert_eq!(events[0].tags["cart"], "7");
+    assert!(events[0].request.is_some());
+    assert!(events[0].tags.contains_key("request_id"));
+    // The tag the first request set went with its hub.
+    assert!(!events[1].tags.contains_key("cart"), "{:?}", events[1].tags);
+}
+
+#[test]
+fn the_client_address_and_forwarding_headers_need_send_default_pii() {
+    let transport = TestTransport::new();
+    let options = ClientOptions::new()
+        .dsn("https://public@sentry.invalid/1")
+        .send_default_pii(true)
+        .transport(transport.clone());
+    let app = ErrorCapture::new()
+        .sentry(options)
+        .layer(MockApp::failing("no"));
+    serve(&app, request("/"));
+    let event = &transport.fetch_and_clear_events()[0];
+    let user_ip = event.user.as_ref().unwrap().ip_address.unwrap();
+    assert_eq!(user_ip.to_string(), "198.51.100.7");
+    let reported = event.request.as_ref().unwrap();
+    assert_eq!(reported.headers["x-forwarded-for"], "203.0.113.9");
+    assert_eq!(reported.env["REMOTE_ADDR"], "198.51.100.7");
+    // Credentials stay hidden whatever the setting.
+    assert_eq!(reported.headers["authorization"], REDACTED_VALUE);
+}
+
+const REDACTED_VALUE: &str = crate::request_log::REDACTED;
+
+#[test]
+fn the_trace_id_is_a_tag() {
+    let (capture, transport) = reporting(ErrorCapture::new());
+    let app = capture.layer(MockApp::failing("no"));
+    let request = TestRequest::get("/").extension(TraceId([0xab; 16])).build();
+    serve(&app, request);
+    let event = &transport.fetch_and_clear_events()[0];
+    assert_eq!(event.tags["trace_id"], "ab".repeat(16));
+}
+
+#[test]
+fn debug_mode_shows_the_error_and_its_causes() {
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the order could not be saved")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let app = ErrorCapture::new()
+        .debug(true)
+        .layer(|_: Request| -> Result<Response, Outer> {
+            Err(Outer(std::io::Error::other("disk full")))
+        });
+    let response = serve(&app, request("/"));
+    assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        response.text(),
+        "Internal Server Error\n\nthe order could not be saved\ncaused by: disk full\n"
+    );
+    let app = ErrorCapture::new()
+        .debug(true)
+        .layer(MockApp::panicking("boom"));
+    let text = serve(&app, request("/")).text();
+    assert!(
+        text.contains("panicked at") && text.ends_with(": boom\n"),
+        "{text}"
+    );
+}
+
+/// The error log's lines: message and fields.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Lines {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Text(String);
+        impl Visit for Text {
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        let mut text = Text(format!(
+            "{} {} ",
+            event.metadata().level(),
+            event.metadata().target()
+        ));
+        event.record(&mut text);
+        self.0.lock().unwrap().push(text.0);
+    }
+}
+
+#[test]
+fn without_sentry_a_failure_is_logged_with_its_request_id() {
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::registry().with(lines.clone());
+    let app = ErrorCapture::new().layer(MockApp::panicking("out of stock"));
+    let failing = ErrorCapture::new().layer(MockApp::failing("no database"));
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(
+            serve(&app, request("/buy?token=t")).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            serve(&failing, request("/list")).text(),
+            "Internal Server Error\n"
+        );
+    });
+    let lines = lines.0.lock().unwrap().clone();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("ERROR turnstile::errors "),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("GET /buy panicked at "), "{}", lines[0]);
+    assert!(lines[0].contains(": out of stock"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("request_id=00000000-0000-0000-0000-000000001234"),
+        "{}",
+        lines[0]
+    );
+    assert!(!lines[0].contains("token"), "{}", lines[0]);
+    assert!(
+        lines[1].contains("GET /list failed: no database"),
+        "{}",
+        lines[1]
+    );
+}
+
+#[test]
+fn status_lists_parse() {
+    assert_eq!(parse_statuses(""), Ok(vec![]));
+    assert_eq!(parse_statuses("500-599"), Ok(vec![500..=599]));
+    assert!(parse_statuses("5xx").is_err());
+    assert!(parse_statuses("99").is_err());
+    assert!(parse_statuses("1000").is_err());
+}
+
+#[test]
+fn a_nested_layer_reports_once() {
+    let (outer, transport) = reporting(ErrorCapture::new());
+    let app = Stack::new()
+        .layer(outer)
+        .layer(ErrorCapture::new())
+        .app(MockApp::panicking("inner"));
+    let response = serve(&app, request("/"));
+    assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // The inner layer answered; the outer one saw a 500 response and
+    // reports it as a status, not as a second panic.
+    let events = transport.fetch_and_clear_events();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].exception.is_empty());
+}
