@@ -28,8 +28,12 @@
 
 use std::fmt;
 use std::net::ToSocketAddrs as _;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use crate::middleware::error_capture::sentry::ClientOptions;
+use crate::middleware::error_capture::sentry::types::Dsn;
+use crate::middleware::error_capture::{ErrorCapture, parse_statuses};
 use crate::middleware::headers::{HeaderRule, InjectHeaders, Mode};
 use crate::middleware::request_log::{AccessFormat, Redactor, RequestLog};
 use crate::server::forwarded::TrustedProxies;
@@ -399,12 +403,124 @@ pub const SETTINGS: &[Setting] = &[
         kind: Kind::Value,
         default: String::new,
     },
+    Setting {
+        name: "sentry_dsn",
+        flag: "sentry-dsn",
+        short: None,
+        alias: None,
+        help: "where the error_capture layer reports errors, panics and stuck requests \
+               (SENTRY_DSN when it is set; empty: report nothing, only log)",
+        kind: Kind::Value,
+        default: String::new,
+    },
+    Setting {
+        name: "sentry_environment",
+        flag: "sentry-environment",
+        short: None,
+        alias: None,
+        help: "the environment Sentry files the events under (SENTRY_ENVIRONMENT when it is set)",
+        kind: Kind::Value,
+        default: || "production".to_owned(),
+    },
+    Setting {
+        name: "sentry_release",
+        flag: "sentry-release",
+        short: None,
+        alias: None,
+        help: "the release Sentry files the events under (SENTRY_RELEASE when it is set)",
+        kind: Kind::Value,
+        default: || concat!("turnstile@", env!("CARGO_PKG_VERSION")).to_owned(),
+    },
+    Setting {
+        name: "sentry_sample_rate",
+        flag: "sentry-sample-rate",
+        short: None,
+        alias: None,
+        help: "the share of error events sent to Sentry, from 0 to 1",
+        kind: Kind::Value,
+        default: || "1.0".to_owned(),
+    },
+    Setting {
+        name: "sentry_capture_statuses",
+        flag: "sentry-capture-statuses",
+        short: None,
+        alias: None,
+        help: "the statuses which, answered by the application itself, are reported: \
+               statuses and ranges (empty: none)",
+        kind: Kind::Value,
+        default: || "500-599".to_owned(),
+    },
+    Setting {
+        name: "sentry_send_default_pii",
+        flag: "sentry-send-default-pii",
+        short: None,
+        alias: None,
+        help: "send the client's address and forwarding headers to Sentry \
+               (credentials and secret query values never are)",
+        kind: Kind::Switch,
+        default: || "false".to_owned(),
+    },
+    Setting {
+        name: "debug",
+        flag: "debug",
+        short: None,
+        alias: None,
+        help: "answer an error or a panic with its text instead of a generic 500: \
+               for development only",
+        kind: Kind::Switch,
+        default: || "false".to_owned(),
+    },
 ];
 
 /// The layers the binary knows, outermost first. Header injection sits
 /// outside request logging, so that the log carries the request id the
-/// client sent; metrics sit innermost, so they time the application.
-pub const LAYERS: &[&str] = &["headers", "request_log", "metrics"];
+/// client sent; metrics sit inside it, so they time the application; error
+/// capture is innermost, so the 500 it makes of a failure is what the
+/// others see.
+pub const LAYERS: &[&str] = &["headers", "request_log", "metrics", "error_capture"];
+
+/// The error-capture layer's settings: `sentry_*` and `debug`.
+#[derive(Clone, Debug)]
+pub struct ErrorSettings {
+    /// `sentry_dsn`, checked; `None` reports nothing.
+    pub dsn: Option<String>,
+    /// `sentry_environment`.
+    pub environment: String,
+    /// `sentry_release`.
+    pub release: String,
+    /// `sentry_sample_rate`, from 0 to 1.
+    pub sample_rate: f32,
+    /// `sentry_capture_statuses`.
+    pub capture_statuses: Vec<RangeInclusive<u16>>,
+    /// `sentry_send_default_pii`.
+    pub send_default_pii: bool,
+    /// `debug`.
+    pub debug: bool,
+    /// The request-logging layer's redactor, so both hide the same.
+    pub redactor: Redactor,
+}
+
+impl ErrorSettings {
+    /// The layer these settings describe. Its Sentry client is built in
+    /// each worker that serves, never here.
+    pub fn layer(&self) -> ErrorCapture {
+        let layer = ErrorCapture::new()
+            .debug(self.debug)
+            .capture_statuses(self.capture_statuses.clone())
+            .redactor(self.redactor.clone());
+        match &self.dsn {
+            Some(dsn) => layer.sentry(
+                ClientOptions::new()
+                    .dsn(dsn)
+                    .environment(self.environment.clone())
+                    .release(self.release.clone())
+                    .sample_rate(self.sample_rate)
+                    .send_default_pii(self.send_default_pii),
+            ),
+            None => layer,
+        }
+    }
+}
 
 /// Where a setting's value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -506,6 +622,8 @@ pub struct Config {
     pub metrics_bind: Option<String>,
     /// `metrics_path`: where a worker serves its own on the main port.
     pub metrics_path: Option<String>,
+    /// The error-capture layer's settings.
+    pub errors: ErrorSettings,
     /// Each setting's value as text, and its origin, in `SETTINGS` order.
     sources: Vec<(&'static str, String, Origin)>,
 }
@@ -597,6 +715,16 @@ impl Config {
                 proxies,
                 Origin::Env("FORWARDED_ALLOW_IPS".into()),
             );
+        }
+        // Sentry's own variables, as its SDKs read them.
+        for variable in ["SENTRY_DSN", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE"] {
+            if let Some(value) = env(variable) {
+                set(
+                    &variable.to_lowercase(),
+                    value,
+                    Origin::Env(variable.into()),
+                );
+            }
         }
         for setting in SETTINGS {
             let variable = format!("TURNSTILE_{}", setting.name.to_uppercase());
@@ -702,10 +830,11 @@ impl Config {
                 .filter(|item| !item.is_empty())
                 .collect()
         };
+        let redactor = Redactor::default().and(items("access_log_redact"));
         let request_log = items("access_log_skip")
             .into_iter()
             .fold(RequestLog::new(), RequestLog::skip)
-            .redactor(Redactor::default().and(items("access_log_redact")))
+            .redactor(redactor.clone())
             .for_format(&access_log_format);
         let mut inject_headers = InjectHeaders::new();
         for (name, mode) in [
@@ -765,6 +894,30 @@ impl Config {
             }
             _ => return Err(bad("metrics_path", "a path such as /metrics")),
         };
+        let sentry_dsn = match get("sentry_dsn").0 {
+            "" | "none" => None,
+            dsn => {
+                dsn.parse::<Dsn>().map_err(|e| invalid("sentry_dsn", &e))?;
+                Some(dsn.to_owned())
+            }
+        };
+        let sample_rate = get("sentry_sample_rate")
+            .0
+            .parse::<f32>()
+            .ok()
+            .filter(|rate| (0.0..=1.0).contains(rate))
+            .ok_or_else(|| bad("sentry_sample_rate", "a number from 0 to 1"))?;
+        let errors = ErrorSettings {
+            dsn: sentry_dsn,
+            environment: get("sentry_environment").0.to_owned(),
+            release: get("sentry_release").0.to_owned(),
+            sample_rate,
+            capture_statuses: parse_statuses(get("sentry_capture_statuses").0)
+                .map_err(|e| invalid("sentry_capture_statuses", &e))?,
+            send_default_pii: switch("sentry_send_default_pii")?,
+            debug: switch("debug")?,
+            redactor,
+        };
         Ok(Self {
             bind,
             workers,
@@ -793,6 +946,7 @@ impl Config {
             forwarded_allow_ips,
             metrics_bind,
             metrics_path,
+            errors,
             sources,
         })
     }

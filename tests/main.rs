@@ -10,6 +10,9 @@ mod binary;
 /// Settings from flags, environment and file.
 mod config;
 
+/// Error capture: 500s, Sentry events, stuck requests.
+mod errors;
+
 /// The header-injection and request-logging layers, in the binary.
 mod layers;
 

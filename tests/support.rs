@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use turnstile::middleware::error_capture::sentry::protocol::{Envelope, EnvelopeItem, Event};
+
 /// The binary, started on a free port; killed when dropped.
 pub(crate) struct Turnstile {
     pub(crate) child: Child,
@@ -346,4 +348,93 @@ pub(crate) fn example(name: &str) -> std::path::PathBuf {
     let test_binary = std::env::current_exe().unwrap();
     let target = test_binary.parent().and_then(|deps| deps.parent()).unwrap();
     target.join("examples").join(name)
+}
+
+/// The stand-in for Sentry (`examples/sentry_receiver.rs`), on a free
+/// loopback port: every envelope the clients sent, as received.
+pub(crate) struct SentryReceiver {
+    child: Child,
+    dsn: String,
+    envelopes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SentryReceiver {
+    pub(crate) fn start() -> Self {
+        let mut child = Command::new(example("sentry_receiver"))
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the receiver starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        let dsn = first
+            .trim()
+            .strip_prefix("sentry receiver: SENTRY_DSN=")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        let envelopes: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let collected = std::sync::Arc::clone(&envelopes);
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                let raw: String = serde_json::from_str(&line).expect("a JSON string per envelope");
+                collected.lock().unwrap().push(raw);
+            }
+        });
+        Self {
+            child,
+            dsn,
+            envelopes,
+        }
+    }
+
+    /// The DSN that reports here.
+    pub(crate) fn dsn(&self) -> &str {
+        &self.dsn
+    }
+
+    /// Every envelope so far, as the client sent it.
+    pub(crate) fn envelopes(&self) -> Vec<String> {
+        self.envelopes.lock().unwrap().clone()
+    }
+
+    /// Every event so far, decoded with the `sentry` crate's parser.
+    pub(crate) fn events(&self) -> Vec<Event<'static>> {
+        self.envelopes()
+            .iter()
+            .flat_map(|raw| {
+                let envelope = Envelope::from_slice(raw.as_bytes()).expect("an envelope");
+                envelope
+                    .items()
+                    .filter_map(|item| match item {
+                        EnvelopeItem::Event(event) => Some((**event).clone()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Waits up to `limit` for at least `count` events.
+    pub(crate) fn wait_for_events(&self, count: usize, limit: Duration) -> Vec<Event<'static>> {
+        wait_until(limit, || {
+            let events = self.events();
+            (events.len() >= count).then_some(events)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{count} events did not arrive within {limit:?}; got {:?}",
+                self.events()
+            )
+        })
+    }
+}
+
+impl Drop for SentryReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Method;
+use http::{HeaderValue, Method};
 #[cfg(test)]
 use nix::sys::eventfd::EfdFlags;
 use nix::sys::eventfd::EventFd;
@@ -21,6 +21,8 @@ pub struct InFlight {
     /// Its request-target as received; only the path is shown by
     /// [`InFlight::describe`], since a query string may carry a secret.
     pub target: Bytes,
+    /// Its `Host` field, if it had one.
+    pub host: Option<HeaderValue>,
     /// The id the server gave it ([`turnstile_core::Environ::request_id`]
     /// starts as this one; a layer may adopt the client's instead).
     pub request_id: Uuid,
@@ -153,12 +155,14 @@ mod tests {
         let first = a.start(InFlight {
             method: Method::GET,
             target: Bytes::from_static(b"/slow?token=secret"),
+            host: None,
             request_id: Uuid::nil(),
             started,
         });
         let second = b.start(InFlight {
             method: Method::POST,
             target: Bytes::from_static(b"/later"),
+            host: None,
             request_id: Uuid::nil(),
             started: started + Duration::from_millis(5),
         });

@@ -525,6 +525,7 @@ fn serve_request<A: Application + ?Sized>(
     let _serving = record.start(InFlight {
         method: method.clone(),
         target: target.clone(),
+        host: headers.get(http::header::HOST).cloned(),
         request_id,
         started: Instant::now(),
     });
