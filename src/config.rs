@@ -1186,6 +1186,53 @@ mod tests {
     }
 
     #[test]
+    fn sentry_settings_come_from_sentrys_own_variables_below_turnstiles() {
+        let env = [
+            ("SENTRY_DSN", "https://public@o1.ingest.sentry.io/2"),
+            ("SENTRY_ENVIRONMENT", "staging"),
+            ("TURNSTILE_SENTRY_ENVIRONMENT", "canary"),
+        ];
+        let config = resolve(&[], &env, None).unwrap();
+        let errors = &config.errors;
+        assert_eq!(
+            errors.dsn.as_deref(),
+            Some("https://public@o1.ingest.sentry.io/2")
+        );
+        assert_eq!(errors.environment, "canary");
+        assert_eq!(
+            errors.release,
+            concat!("turnstile@", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(errors.capture_statuses, [500..=599]);
+        assert!(!errors.send_default_pii && !errors.debug);
+        assert_eq!(
+            config.origin("sentry_dsn"),
+            Some(&Origin::Env("SENTRY_DSN".into()))
+        );
+
+        let flags = [
+            ("sentry_capture_statuses", "500-599,429"),
+            ("sentry_sample_rate", "0.25"),
+        ];
+        let config = resolve(&flags, &[], None).unwrap();
+        assert!(config.errors.dsn.is_none());
+        assert_eq!(config.errors.capture_statuses, [500..=599, 429..=429]);
+        assert_eq!(config.errors.sample_rate, 0.25);
+
+        for (name, value) in [
+            ("sentry_dsn", "sentry.example/1"),
+            ("sentry_sample_rate", "1.5"),
+            ("sentry_capture_statuses", "5xx"),
+            ("debug", "maybe"),
+        ] {
+            let error = resolve(&[(name, value)], &[], None)
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(&format!("invalid {name}")), "{error}");
+        }
+    }
+
+    #[test]
     fn middleware_lists_accept_known_layers_only() {
         assert_eq!(parse_middleware("none"), Ok(Vec::new()));
         assert_eq!(parse_middleware("all"), Ok(LAYERS.to_vec()));

@@ -45,6 +45,7 @@ impl fmt::Display for Panicked {
 
 impl std::error::Error for Panicked {}
 
+// ANCHOR: catch
 /// Calls `app`, turning a panic into a [`Panicked`] error.
 ///
 /// Unwind safety is asserted rather than required: the request is consumed
@@ -65,6 +66,7 @@ pub fn call_catching_panics<A: Application + ?Sized>(app: &A, request: Request) 
         Err(payload) => Err(Box::new(Panicked::from_payload(payload.as_ref()))),
     }
 }
+// ANCHOR_END: catch
 
 /// The generic 500 response: no message, no backtrace, nothing to leak.
 pub fn internal_server_error() -> Response {

@@ -12,6 +12,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use turnstile_core::test::{TestRequest, serve};
 use turnstile_core::{Application, Layer, Request, Response, Uuid};
+use turnstile_middleware::error_capture::{ErrorCapture, sentry};
 use turnstile_middleware::headers::InjectHeaders;
 use turnstile_middleware::metrics::HttpMetrics;
 use turnstile_middleware::request_log::{AccessFormat, AccessLog, Output, RequestLog};
@@ -107,6 +108,21 @@ fn layers(c: &mut Criterion) {
             || handle.run_upkeep(),
         );
     });
+    bench(
+        c,
+        "error capture, no DSN",
+        &ErrorCapture::new().layer(hello),
+    );
+    // A client as a worker builds it; the success path sends nothing, so
+    // the test transport stands in for the network without changing the cost.
+    let options = sentry::ClientOptions::new()
+        .dsn("https://public@sentry.invalid/1")
+        .transport(sentry::test::TestTransport::new());
+    bench(
+        c,
+        "error capture, reporting to Sentry (success path)",
+        &ErrorCapture::new().sentry(options).layer(hello),
+    );
 }
 
 criterion_group!(benches, layers);

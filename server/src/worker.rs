@@ -340,6 +340,7 @@ fn boot_failed(worker: Worker, what: &str, error: &dyn std::fmt::Display) -> ! {
     std::process::exit(WORKER_BOOT_ERROR)
 }
 
+// ANCHOR: abort
 /// The arbiter's timeout: report what was stuck, then exit.
 fn abort(
     worker: Worker,
@@ -374,6 +375,7 @@ fn abort(
     let _ = panic::catch_unwind(per_process::teardown);
     std::process::exit(1)
 }
+// ANCHOR_END: abort
 
 /// The worker's own signalfd. The mask inherited from the arbiter already
 /// blocks its signals; `ABRT` joins them, and `CHLD` is the application's

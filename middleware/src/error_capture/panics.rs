@@ -28,6 +28,7 @@ thread_local! {
     static SITE: RefCell<Option<PanicSite>> = const { RefCell::new(None) };
 }
 
+// ANCHOR: hook
 /// Installs the hook, once per process. It records, then hands over to the
 /// hook that was there before (by default, the message on standard error).
 pub(super) fn install_hook() {
@@ -47,6 +48,8 @@ pub(super) fn install_hook() {
         }));
     });
 }
+
+// ANCHOR_END: hook
 
 /// Runs `call` with the hook recording; a nested layer's call restores the
 /// outer one's state as it returns.

@@ -49,6 +49,7 @@ pub const FORWARDING: &[&str] = &[
     "x-cluster-client-ip",
 ];
 
+// ANCHOR: headers
 /// The request's headers as Sentry shows them, secret values replaced by
 /// [`REDACTED`]. A name sent twice has its values joined with `, `.
 pub fn headers(
@@ -79,6 +80,7 @@ pub fn headers(
     }
     shown
 }
+// ANCHOR_END: headers
 
 /// The URL the client asked for, `scheme://host/path?query`, with secret
 /// query values redacted and any user or password removed. `None` when

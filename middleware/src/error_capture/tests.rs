@@ -91,6 +91,7 @@ fn an_error_is_a_generic_500_and_one_event_with_the_scrubbed_request() {
     assert_no_secret(&without_message);
 }
 
+// ANCHOR: panic_test
 #[test]
 fn a_panic_is_reported_once_with_its_stack_and_the_thread_serves_on() {
     let (capture, transport) = reporting(ErrorCapture::new());
@@ -120,6 +121,7 @@ fn a_panic_is_reported_once_with_its_stack_and_the_thread_serves_on() {
     );
     assert_no_secret(&events[0]);
 }
+// ANCHOR_END: panic_test
 
 #[test]
 fn statuses_the_application_answers_are_reported_when_listed() {
