@@ -25,9 +25,7 @@
 use std::time::Duration;
 
 use turnstile::http::StatusCode;
-use turnstile::middleware::error_capture::{
-    ErrorCapture, StuckRequest, report_stuck_request, sentry,
-};
+use turnstile::middleware::error_capture::{ErrorCapture, sentry};
 use turnstile::server::{Arbiter, ArbiterConfig};
 use turnstile::{Request, Response, Route, Stack};
 
@@ -78,21 +76,8 @@ fn main() {
     // no DSN given here, Sentry's SENTRY_DSN variable is read.
     let options = sentry::ClientOptions::new().environment("example");
     let code = Arbiter::new(config)
-        .worker_abort(|worker, stuck| {
-            if let Some(stuck) = stuck {
-                report_stuck_request(
-                    &StuckRequest {
-                        method: &stuck.method,
-                        target: &stuck.target,
-                        host: stuck.host.as_ref(),
-                        request_id: stuck.request_id.to_string(),
-                        ran_for: stuck.elapsed(),
-                        worker,
-                    },
-                    Duration::from_secs(1),
-                );
-            }
-        })
+        // The stuck request, reported before the worker dies.
+        .worker_abort(turnstile::hooks::report_stuck)
         .run(move || {
             Stack::new()
                 .layer(ErrorCapture::new().sentry(options.clone()))

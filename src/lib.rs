@@ -10,12 +10,14 @@
 //! * [`server`]: the HTTP/1.1 engine, worker threads and the arbiter.
 //!
 //! It also holds the applications the `turnstile` binary serves ([`apps`]),
-//! its settings ([`config`]) and its `tracing` subscriber ([`logging`]).
+//! its settings ([`config`]), its `tracing` subscriber ([`logging`]) and the
+//! server hooks that reach the layers ([`hooks`]).
 
 #![forbid(unsafe_code)]
 
 pub mod apps;
 pub mod config;
+pub mod hooks;
 pub mod logging;
 
 pub use turnstile_core::*;

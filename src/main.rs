@@ -9,14 +9,12 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use turnstile::config::{AppName, Config, Kind, SETTINGS};
-use turnstile::middleware::error_capture::{StuckRequest, report_stuck_request};
 use turnstile::middleware::metrics::{HttpMetrics, ServeMetrics};
-use turnstile::server::{Arbiter, InFlight, log, metrics};
-use turnstile::{SharedApp, Stack, Worker, apps, logging};
+use turnstile::server::{Arbiter, log, metrics};
+use turnstile::{SharedApp, Stack, apps, hooks, logging};
 
 /// A pre-forking HTTP/1.1 server for Rust applications.
 ///
@@ -116,34 +114,6 @@ fn build_app(config: &Config) -> SharedApp {
     SharedApp::new(stack.app(app))
 }
 
-// ANCHOR: report_stuck
-/// The `worker_abort` hook: the request a worker was stuck on reaches
-/// Sentry (when the error_capture layer reports) before the worker dies.
-/// The arbiter kills it 2 s after the abort, so the report gets 1 s.
-fn report_stuck(worker: Worker, stuck: Option<&InFlight>) {
-    let Some(stuck) = stuck else { return };
-    let sent = report_stuck_request(
-        &StuckRequest {
-            method: &stuck.method,
-            target: &stuck.target,
-            host: stuck.host.as_ref(),
-            request_id: stuck.request_id.to_string(),
-            ran_for: stuck.elapsed(),
-            worker,
-        },
-        Duration::from_secs(1),
-    );
-    if let Some(event_id) = sent {
-        log::info(format_args!(
-            "worker {} (pid {}): the stuck request was reported to Sentry as event {}",
-            worker.id,
-            worker.pid,
-            event_id.simple()
-        ));
-    }
-}
-// ANCHOR_END: report_stuck
-
 fn bare_app(config: &Config) -> SharedApp {
     match config.app {
         AppName::Demo => {
@@ -194,7 +164,7 @@ fn main() -> ExitCode {
     }
     let arbiter = Arbiter::new(config.arbiter_config())
         .preload(config.preload)
-        .worker_abort(report_stuck);
+        .worker_abort(hooks::report_stuck);
     // HUP re-reads the settings; workers forked after it build the
     // application from the new ones (unless it was preloaded).
     let current = Rc::new(RefCell::new(config));

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::{env, fs};
 
 fn main() {
-    let chapters = Path::new(env!("CARGO_MANIFEST_DIR")).join("../src");
+    // At run time, not `env!`: a build script compiled for another checkout
+    // of the same sources must still read this one.
+    let manifest_dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let chapters = Path::new(&manifest_dir).join("../src");
     println!("cargo:rerun-if-changed={}", chapters.display());
     let mut files: Vec<_> = fs::read_dir(&chapters)
         .expect("book/src is readable")
