@@ -668,6 +668,7 @@ impl Config {
                 let text = match value {
                     toml::Value::String(s) => s,
                     toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(n) => n.to_string(),
                     toml::Value::Boolean(b) => b.to_string(),
                     toml::Value::Array(items) => items
                         .iter()
@@ -1003,7 +1004,9 @@ impl Config {
                 )
                 .to_string(),
                 Kind::Switch => value.to_owned(),
-                Kind::Value if value.parse::<u64>().is_ok() => value.to_owned(),
+                Kind::Value if value.parse::<u64>().is_ok() || is_decimal(value) => {
+                    value.to_owned()
+                }
                 Kind::Value => toml::Value::String(value.to_owned()).to_string(),
             };
             out.push_str(&format!(
@@ -1013,6 +1016,18 @@ impl Config {
         }
         out
     }
+}
+
+/// `0.25`: digits around one point, written bare as a TOML float.
+fn is_decimal(value: &str) -> bool {
+    value.split_once('.').is_some_and(|(whole, part)| {
+        !whole.is_empty()
+            && !part.is_empty()
+            && whole
+                .bytes()
+                .chain(part.bytes())
+                .all(|b| b.is_ascii_digit())
+    })
 }
 
 fn setting_names() -> String {
@@ -1170,7 +1185,7 @@ mod tests {
                 &[],
                 &[],
                 Some("threads = 2.5\n"),
-                "`threads` cannot be float",
+                "invalid threads \"2.5\" (from file turnstile.toml): expected a whole number",
             ),
             (
                 &[("app", "django")],
@@ -1218,6 +1233,9 @@ mod tests {
         assert!(config.errors.dsn.is_none());
         assert_eq!(config.errors.capture_statuses, [500..=599, 429..=429]);
         assert_eq!(config.errors.sample_rate, 0.25);
+        let config = resolve(&[], &[], Some("sentry_sample_rate = 0.5\n")).unwrap();
+        assert_eq!(config.errors.sample_rate, 0.5);
+        assert!(config.to_toml().contains("sentry_sample_rate = 0.5  #"));
 
         for (name, value) in [
             ("sentry_dsn", "sentry.example/1"),

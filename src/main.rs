@@ -155,6 +155,12 @@ fn main() -> ExitCode {
         eprintln!("turnstile: {error}");
         return ExitCode::from(2);
     }
+    if config.errors.debug {
+        log::warning(format_args!(
+            "debug is on: a failing request is answered with its error's text, \
+             which may hold a secret; never in production"
+        ));
+    }
     if config.metrics_path.is_some() && config.workers > 1 {
         log::warning(format_args!(
             "metrics_path serves the metrics of whichever worker answers; \

@@ -7,12 +7,14 @@ use turnstile::middleware::error_capture::sentry::protocol::Event;
 use crate::support::{SentryReceiver, TempPath, Turnstile, example, fetch, get_with, wait_until};
 
 /// The secrets a browser's request carries, each with a value to look for.
-const SECRET_HEADERS: [(&str, &str); 3] = [
+const SECRET_HEADERS: [(&str, &str); 4] = [
     ("Authorization", "Bearer auth-s3cret"),
     ("Cookie", "sessionid=cookie-s3cret"),
     ("X-Api-Key", "key-s3cret"),
+    ("Referer", "http://test/reset?token=ref-s3cret"),
 ];
-const SECRET_VALUES: [&str; 5] = [
+const SECRET_VALUES: [&str; 6] = [
+    "ref-s3cret",
     "auth-s3cret",
     "cookie-s3cret",
     "key-s3cret",
@@ -60,7 +62,7 @@ fn failures_answer_500_and_are_reported_once_scrubbed_and_none_is_lost_at_term()
             "--workers",
             "2",
             "--timeout",
-            "2",
+            "3",
             "--error-log",
             log.as_str(),
         ],
@@ -306,5 +308,98 @@ fn the_example_reports_an_error_a_panic_and_a_stuck_request() {
         events
             .iter()
             .all(|event| event.environment.as_deref() == Some("example"))
+    );
+}
+
+#[test]
+fn events_queued_by_a_recycled_worker_are_sent_and_the_arbiter_never_reports() {
+    let receiver = SentryReceiver::start();
+    // Preloaded: the layer is built in the arbiter, its client only in the
+    // workers.
+    let server = start_reporting(
+        &receiver,
+        &["--workers", "2", "--max-requests", "5", "--preload"],
+    );
+    server.wait_for_workers(2);
+    for n in 0..24 {
+        assert_eq!(
+            fetch(server.addr(), &format!("/error?n={n}")).unwrap().0,
+            500
+        );
+    }
+    let events = receiver.wait_for_events(24, Duration::from_secs(20));
+    assert_eq!(
+        events.len(),
+        24,
+        "one event per failure, none lost to recycling"
+    );
+    let pids: HashSet<&str> = events
+        .iter()
+        .map(|event| event.tags["worker_pid"].as_str())
+        .collect();
+    assert!(pids.len() >= 4, "the workers were recycled: {pids:?}");
+    assert_eq!(
+        threads(server.pid()),
+        ["turnstile"],
+        "the arbiter runs one thread, and no Sentry transport"
+    );
+    // A worker that has reported runs Sentry's transport thread. The one
+    // that served the next failure may retire at once (its fifth request),
+    // so a few are tried.
+    let transport = wait_until(Duration::from_secs(10), || {
+        fetch(server.addr(), "/error").ok()?;
+        server
+            .workers()
+            .into_iter()
+            .flat_map(threads)
+            .find(|name| name.starts_with("sentry-trans"))
+    });
+    assert!(transport.is_some(), "no worker runs Sentry's transport");
+}
+
+/// The names of a process's threads, from `/proc` (at most 15 bytes each).
+fn threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_sentry_that_never_answers_does_not_hold_up_the_exit() {
+    // Accepts connections and reads nothing: a Sentry that hangs.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dsn = format!("http://public@{}/1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(16).flatten().collect();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(held);
+    });
+    let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+    command
+        .args(["--bind", "127.0.0.1:0", "--workers", "2"])
+        .env("SENTRY_DSN", &dsn);
+    let mut server = Turnstile::start_command(command);
+    server.wait_for_workers(2);
+    for _ in 0..10 {
+        assert_eq!(fetch(server.addr(), "/error").unwrap().0, 500);
+    }
+    let stopping = std::time::Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(20)).expect("it exits");
+    assert!(status.success());
+    // The client's 2 s shutdown_timeout, and a little; the graceful
+    // timeout (30 s) is nowhere near.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(6),
+        "stopping took {:?}",
+        stopping.elapsed()
     );
 }

@@ -42,6 +42,8 @@ pub struct PerProcess<T> {
 struct Inner<T> {
     build: Box<dyn Fn() -> T + Send + Sync>,
     built: RwLock<Option<Built<T>>>,
+    /// Built by [`after_fork`] even when the parent never built it.
+    eager: bool,
 }
 
 struct Built<T> {
@@ -51,7 +53,7 @@ struct Built<T> {
 
 /// What the process-wide list needs of each value, whatever its type.
 trait Resource: Send + Sync {
-    fn rebuild_if_built(&self);
+    fn rebuild_after_fork(&self);
     fn teardown(&self);
 }
 
@@ -61,9 +63,23 @@ static RESOURCES: Mutex<Vec<Weak<dyn Resource>>> = Mutex::new(Vec::new());
 impl<T: Send + Sync + 'static> PerProcess<T> {
     /// Declares a value that `build` makes, once in each process.
     pub fn new(build: impl Fn() -> T + Send + Sync + 'static) -> Self {
+        Self::declare(build, false)
+    }
+
+    /// Declares a value built in every process [`after_fork`] runs in,
+    /// before that process serves: for a value whose building should not
+    /// fall on a request (a client that starts a thread and connects), or
+    /// that code outside requests needs. Elsewhere it is built on first
+    /// use, like [`new`](Self::new)'s. The parent still never builds it.
+    pub fn eager(build: impl Fn() -> T + Send + Sync + 'static) -> Self {
+        Self::declare(build, true)
+    }
+
+    fn declare(build: impl Fn() -> T + Send + Sync + 'static, eager: bool) -> Self {
         let inner = Arc::new(Inner {
             build: Box::new(build),
             built: RwLock::new(None),
+            eager,
         });
         let weak = Arc::downgrade(&inner);
         let weak: Weak<dyn Resource> = weak;
@@ -114,14 +130,17 @@ impl<T: Send + Sync + 'static> Inner<T> {
 }
 
 impl<T: Send + Sync + 'static> Resource for Inner<T> {
-    fn rebuild_if_built(&self) {
+    fn rebuild_after_fork(&self) {
         let pid = std::process::id();
-        let stale = self
+        let stale = match self
             .built
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .is_some_and(|built| built.pid != pid);
+        {
+            Some(built) => built.pid != pid,
+            None => self.eager,
+        };
         if stale {
             self.build_for(pid);
         }
@@ -179,12 +198,13 @@ fn live_resources() -> Vec<Arc<dyn Resource>> {
 }
 
 /// In a process just forked: rebuilds every value the parent had built,
-/// oldest first, forgetting the parent's copies. Values never built are
-/// left to be built on first use.
+/// oldest first, forgetting the parent's copies, and builds the
+/// [eager](PerProcess::eager) ones. Other values never built are left to
+/// be built on first use.
 pub fn after_fork() {
     AFTER_FORKS.fetch_add(1, Ordering::Release);
     for resource in live_resources() {
-        resource.rebuild_if_built();
+        resource.rebuild_after_fork();
     }
 }
 
@@ -233,6 +253,16 @@ mod tests {
             1,
             "teardown drops this process's value"
         );
+    }
+
+    #[test]
+    fn an_eager_value_is_built_after_the_fork_and_a_lazy_one_is_not() {
+        let eager = PerProcess::eager(std::process::id);
+        let lazy = PerProcess::new(std::process::id);
+        after_fork();
+        let built = |value: &PerProcess<u32>| value.inner.built.read().unwrap().is_some();
+        assert!(built(&eager));
+        assert!(!built(&lazy));
     }
 
     #[test]

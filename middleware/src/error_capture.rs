@@ -105,7 +105,7 @@ pub struct ErrorCapture {
 }
 
 /// What decides how failures are answered and reported.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Settings {
     debug: bool,
     capture_statuses: Vec<RangeInclusive<u16>>,
@@ -135,12 +135,13 @@ impl ErrorCapture {
     }
 
     /// Reports to Sentry with a client built from `options` in each
-    /// process that serves. Its `send_default_pii` decides whether the
-    /// client's address and forwarding headers are sent; its `sample_rate`
-    /// which events are. Without a DSN, nothing is reported.
+    /// process that serves: as a Turnstile worker boots, else on first use.
+    /// Its `send_default_pii` decides whether the client's address and
+    /// forwarding headers are sent; its `sample_rate` which events are.
+    /// Without a DSN in the options or in `SENTRY_DSN`, nothing is reported.
     pub fn sentry(mut self, options: ClientOptions) -> Self {
         self.settings_mut().send_default_pii = options.send_default_pii;
-        self.reporter = Some(PerProcess::new(move || Reporter::start(&options)));
+        self.reporter = Some(PerProcess::eager(move || Reporter::start(&options)));
         self
     }
 
@@ -170,7 +171,7 @@ impl ErrorCapture {
     }
 
     fn settings_mut(&mut self) -> &mut Settings {
-        Arc::get_mut(&mut self.settings).expect("settings are shared only once layered")
+        Arc::make_mut(&mut self.settings)
     }
 
     /// This process's client, when it reports.
@@ -262,9 +263,14 @@ impl<A: Application> Application for Captured<A> {
                 Ok(response)
             }
             Err(error) => {
-                let site = panics::take_site();
+                // A site left by a panic the application caught itself is
+                // not this error's.
+                let site = panics::take_site().filter(|_| error.is::<Panicked>());
                 let event = failure_event(&error, site.as_ref());
-                let event_id = hub.map(|hub| hub.capture_event(event));
+                // Nil when the client dropped it (sampled out, filtered).
+                let event_id = hub
+                    .map(|hub| hub.capture_event(event))
+                    .filter(|id| !id.is_nil());
                 facts.log_failure(&error, site.as_ref(), event_id);
                 Ok(settings.failure_response(&error, site.as_ref()))
             }
@@ -287,11 +293,16 @@ impl Settings {
             return internal_server_error();
         }
         let mut text = String::from("Internal Server Error\n\n");
-        match site {
-            Some(site) => {
-                let _ = writeln!(text, "panicked at {}: {error}", site.location);
+        match (error.downcast_ref::<Panicked>(), site) {
+            (Some(panicked), Some(site)) => {
+                let _ = writeln!(
+                    text,
+                    "panicked at {}: {}",
+                    site.location,
+                    panicked.message()
+                );
             }
-            None => {
+            _ => {
                 let _ = writeln!(text, "{error}");
                 let mut source = error.source();
                 while let Some(cause) = source {
@@ -318,14 +329,24 @@ fn failure_event(error: &BoxError, site: Option<&PanicSite>) -> Event<'static> {
             exception: vec![Exception {
                 ty: "panic".into(),
                 value: Some(panicked.message().to_owned()),
-                stacktrace: site.and_then(|site| site.stack.clone()),
+                stacktrace: site.and_then(PanicSite::stacktrace),
                 ..Default::default()
             }]
             .into(),
             ..Default::default()
         },
         // Rust errors carry no stack: the chain of causes is what there is.
-        None => sentry::event_from_error(error.as_ref()),
+        None => {
+            let mut event = sentry::event_from_error(error.as_ref());
+            for exception in event.exception.iter_mut() {
+                // A string made into an error (`Err("…".into())`) has no
+                // type of its own: sentry reads a quote as its name.
+                if exception.ty.starts_with('"') {
+                    exception.ty = "Error".into();
+                }
+            }
+            event
+        }
     };
     event.level = Level::Error;
     if let Some(outermost) = event.exception.last_mut() {
@@ -347,16 +368,23 @@ fn failure_event(error: &BoxError, site: Option<&PanicSite>) -> Event<'static> {
 /// The event for a captured status the application answered with.
 fn status_event(facts: &Facts, response: &Response) -> Event<'static> {
     let status = response.status();
-    let route = Route::of_response(response).map(|route| route.as_str().to_owned());
+    let route = Route::of_response(response)
+        .or(facts.route())
+        .map(|route| route.as_str().to_owned());
     let transaction = facts.transaction(route.as_deref());
+    // One issue per status and route, not one per message; without a route,
+    // one per status and method, since a path could be anything.
+    let grouped_by = match &route {
+        Some(_) => transaction.clone(),
+        None => facts.method().to_string(),
+    };
     Event {
         message: Some(format!("{transaction} answered {status}")),
         level: Level::Error,
-        // One issue per status and route, not one per message.
         fingerprint: vec![
             "turnstile.status".into(),
             status.as_str().to_owned().into(),
-            transaction.clone().into(),
+            grouped_by.into(),
         ]
         .into(),
         transaction: Some(transaction),

@@ -36,10 +36,12 @@ impl InFlight {
         self.started.elapsed()
     }
 
-    /// `GET /path (request 0f3c…)`, without the query string.
+    /// `GET /path (request 0f3c…)`: the path alone, since the query, or an
+    /// absolute-form target's user and password, may be secret.
     pub fn describe(&self) -> String {
         let target = String::from_utf8_lossy(&self.target);
-        let path = target.split('?').next().unwrap_or_default();
+        let uri = target.parse::<http::Uri>().ok();
+        let path = uri.as_ref().map_or("/", http::Uri::path);
         format!("{} {path} (request {})", self.method, self.request_id)
     }
 }
@@ -177,5 +179,20 @@ mod tests {
         assert_eq!(records.served(), 2);
         assert_eq!(reached.read().ok(), Some(1), "the limit was reached");
         assert!(records.oldest().is_none());
+    }
+
+    #[test]
+    fn an_absolute_target_is_named_by_its_path_alone() {
+        let request = InFlight {
+            method: Method::GET,
+            target: Bytes::from_static(b"http://ann:s3cret@shop.example/slow?token=s3cret"),
+            host: None,
+            request_id: Uuid::nil(),
+            started: Instant::now(),
+        };
+        assert_eq!(
+            request.describe(),
+            "GET /slow (request 00000000-0000-0000-0000-000000000000)"
+        );
     }
 }

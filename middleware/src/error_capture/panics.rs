@@ -7,7 +7,8 @@ use std::cell::{Cell, RefCell};
 use std::panic;
 use std::sync::Once;
 
-use sentry::integrations::backtrace::current_stacktrace;
+use backtrace::Backtrace;
+use sentry::integrations::backtrace::backtrace_to_stacktrace;
 use sentry::protocol::Stacktrace;
 
 /// What the hook recorded of the last panic inside the layer's call.
@@ -15,8 +16,20 @@ use sentry::protocol::Stacktrace;
 pub(super) struct PanicSite {
     /// `file:line:column`.
     pub(super) location: String,
-    /// The stack at the panic, innermost frames of the panic machinery cut.
-    pub(super) stack: Option<Stacktrace>,
+    /// The stack at the panic, not yet symbolised.
+    stack: Option<Backtrace>,
+}
+
+impl PanicSite {
+    /// The stack as Sentry shows it, the panic machinery's frames cut.
+    /// Symbolising costs a millisecond or so, and tens of milliseconds the
+    /// first time in a process: it is done only for a report.
+    pub(super) fn stacktrace(&self) -> Option<Stacktrace> {
+        let mut stack = self.stack.clone()?;
+        stack.resolve();
+        let stack = trim(backtrace_to_stacktrace(&stack)?);
+        (!stack.frames.is_empty()).then_some(stack)
+    }
 }
 
 /// Inside the layer's call: `Some(whether to take the stack)`.
@@ -40,8 +53,9 @@ pub(super) fn install_hook() {
                 let location = info
                     .location()
                     .map_or_else(|| "an unknown place".to_owned(), ToString::to_string);
-                // Symbolising costs about a millisecond: only for a report.
-                let stack = wants_stack.then(current_stacktrace).flatten().map(trim);
+                // Walking the stack is cheap; naming its frames is left
+                // for when a report is made.
+                let stack = wants_stack.then(Backtrace::new_unresolved);
                 SITE.with(|site| *site.borrow_mut() = Some(PanicSite { location, stack }));
             }
             next(info);
@@ -77,7 +91,7 @@ fn trim(mut stack: Stacktrace) -> Stacktrace {
             || function.starts_with("std::panicking::rust_panic_with_hook")
             || function.starts_with("std::rt::begin_panic")
             || function.contains("__rust_end_short_backtrace")
-            || function == "rust_begin_unwind"
+            || function.ends_with("rust_begin_unwind")
     };
     let first_inside = stack
         .frames
@@ -138,6 +152,6 @@ mod tests {
         let _ = catching(false, || std::panic::catch_unwind(|| panic!("inside")));
         let site = take_site().expect("recorded");
         assert!(site.location.contains("panics.rs"), "{}", site.location);
-        assert!(site.stack.is_none());
+        assert!(site.stacktrace().is_none());
     }
 }

@@ -3,15 +3,17 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use sentry::integrations::backtrace::ProcessStacktraceIntegration;
 use sentry::integrations::contexts::ContextIntegration;
 use sentry::protocol::{Event, Exception, IpAddress, Level, Map, Mechanism, User, Value};
+use sentry::transports::UreqHttpTransportOptions;
+use sentry::types::Scheme;
 use sentry::types::Uuid;
-use sentry::{Client, ClientOptions, Hub};
-use turnstile_core::http::uri::Scheme;
+use sentry::{Client, ClientOptions, Hub, Transport, TransportFactory, TransportOptions};
+use turnstile_core::http::uri::Scheme as UriScheme;
 use turnstile_core::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use turnstile_core::{BoxError, Environ, Panicked, Request, RequestId, Route, TraceId, Worker};
 
@@ -33,7 +35,7 @@ const NOT_IN_APP: [&str; 3] = [
 // ANCHOR: reporter
 /// One process's Sentry client. Built in the process that reports, closed
 /// as it exits: dropping it sends what is queued, within the options'
-/// `shutdown_timeout` (2 s unless set).
+/// `shutdown_timeout` (2 s unless set), however Sentry is doing.
 pub(crate) struct Reporter {
     client: Option<Arc<Client>>,
 }
@@ -51,6 +53,9 @@ impl Reporter {
         options.in_app_exclude.extend_from_slice(&NOT_IN_APP);
         if options.transport_channel_capacity.is_none() {
             options = options.transport_channel_capacity(QUEUE);
+        }
+        if options.transport.is_none() {
+            options = options.transport(TimedTransport);
         }
         let client = Arc::new(Client::with_options(sentry::apply_defaults(options)));
         if !client.is_enabled() {
@@ -70,11 +75,68 @@ impl Reporter {
 
 impl Drop for Reporter {
     fn drop(&mut self) {
-        if let Some(client) = &self.client {
-            client.close(None);
+        if let Some(client) = self.client.take() {
+            let within = client.options().shutdown_timeout;
+            close_within(client, within);
         }
     }
 }
+
+/// Closes `client`, sending what it has queued, and waits at most
+/// `within` (and a little): the transport's own flush can block on a full
+/// queue, and a process on its way out must not wait on Sentry.
+fn close_within(client: Arc<Client>, within: Duration) -> bool {
+    let (closed, done) = mpsc::channel();
+    let closing = std::thread::Builder::new()
+        .name("sentry-close".into())
+        .spawn(move || {
+            let _ = closed.send(client.close(Some(within)));
+        });
+    closing.is_ok() && done.recv_timeout(within + CLOSE_SLACK).unwrap_or(false)
+}
+// ANCHOR_END: reporter
+
+/// How long past its deadline a close may take before the process gives up
+/// on it.
+const CLOSE_SLACK: Duration = Duration::from_millis(200);
+
+/// Sentry's ureq transport, with timeouts: by default ureq waits for ever,
+/// and a Sentry that accepts connections but never answers would hold the
+/// transport thread, and so every flush and close, for good.
+struct TimedTransport;
+
+/// The longest an envelope may take to send, connection included.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl TransportFactory for TimedTransport {
+    fn create_transport_with_options(&self, options: TransportOptions) -> Arc<dyn Transport> {
+        // As sentry builds its agent, plus the timeouts.
+        let proxy = match options.dsn.scheme() {
+            Scheme::Https => options.https_proxy.as_ref().or(options.http_proxy.as_ref()),
+            Scheme::Http => options.http_proxy.as_ref(),
+        }
+        .and_then(|proxy| ureq::Proxy::new(proxy).ok());
+        let agent = ureq::Agent::config_builder()
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .provider(ureq::tls::TlsProvider::Rustls)
+                    .disable_verification(options.accept_invalid_certs)
+                    .build(),
+            )
+            .proxy(proxy)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(SEND_TIMEOUT))
+            .build()
+            .new_agent();
+        Arc::new(
+            UreqHttpTransportOptions::from(options)
+                .with_agent(agent)
+                .build(),
+        )
+    }
+}
+
 // ANCHOR_END: reporter
 
 impl fmt::Debug for Reporter {
@@ -107,7 +169,7 @@ impl Facts {
             method: request.method().clone(),
             uri: request.uri().clone(),
             headers: reporting.then(|| request.headers().clone()),
-            scheme: if environ.scheme == Scheme::HTTPS {
+            scheme: if environ.scheme == UriScheme::HTTPS {
                 "https"
             } else {
                 "http"
@@ -198,6 +260,16 @@ impl Facts {
         }
     }
 
+    /// The request's method.
+    pub(super) fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The route a router outside the layer set on the request, if any.
+    pub(super) fn route(&self) -> Option<&Route> {
+        self.route.as_ref()
+    }
+
     /// `GET /users/{id}` with a route, else `GET /users/7`: Sentry's
     /// transaction, and the name of the request in log lines.
     pub(super) fn transaction(&self, route: Option<&str>) -> String {
@@ -257,28 +329,32 @@ pub struct StuckRequest<'a> {
 // ANCHOR: stuck
 /// Reports a request that outlived the worker's timeout, through this
 /// process's client (the one an [`ErrorCapture`](super::ErrorCapture)
-/// layer built), then waits up to `within` for it to be sent: the worker
-/// is about to die. Returns the event's id, or `None` when nothing
-/// reports in this process.
+/// layer built), then closes that client, sending the report, within
+/// `within`: the worker is about to die. Returns the event's id, or
+/// `None` when nothing reports in this process or the event was dropped
+/// (sampled out, or not sent in time).
 pub fn report_stuck_request(stuck: &StuckRequest<'_>, within: Duration) -> Option<Uuid> {
     let hub = Hub::main();
     let client = hub.client().filter(|client| client.is_enabled())?;
     let event_id = hub.capture_event(stuck_event(stuck));
-    client.flush(Some(within));
-    Some(event_id)
+    let sent = close_within(client, within);
+    (sent && !event_id.is_nil()).then_some(event_id)
 }
 // ANCHOR_END: stuck
 
 fn stuck_event(stuck: &StuckRequest<'_>) -> Event<'static> {
+    // Only the path: an absolute-form target may carry a user and password,
+    // and any target a query.
     let target = String::from_utf8_lossy(stuck.target);
-    let path = target.split('?').next().unwrap_or_default();
+    let uri = target.parse::<Uri>().ok();
+    let path = uri.as_ref().map_or("/", Uri::path);
     let name = format!("{} {path}", stuck.method);
     let seconds = stuck.ran_for.as_secs_f64();
     let host = stuck.host.and_then(|host| host.to_str().ok());
     let url = path
         .parse::<Uri>()
         .ok()
-        .and_then(|uri| scrub::url("http", host, &uri, &Default::default()));
+        .and_then(|path| scrub::url("http", host, &path, &Default::default()));
     let tags = [
         ("request_id", stuck.request_id.clone()),
         ("worker_id", stuck.worker.id.to_string()),
@@ -299,6 +375,8 @@ fn stuck_event(stuck: &StuckRequest<'_>) -> Event<'static> {
         }]
         .into(),
         level: Level::Fatal,
+        // One issue per request kind, whatever the seconds in the message.
+        fingerprint: vec!["turnstile.timeout".into(), name.clone().into()].into(),
         request: Some(sentry::protocol::Request {
             url,
             method: Some(stuck.method.to_string()),
@@ -346,5 +424,18 @@ mod tests {
         assert_eq!(event.tags["request_id"], "0f3c");
         assert_eq!(event.tags["worker_pid"], "4242");
         assert!(!format!("{event:?}").contains("s3cret"));
+        assert_eq!(event.fingerprint[1], "POST /reports/annual");
+
+        let absolute = stuck_event(&StuckRequest {
+            method: &method,
+            target: b"http://ann:pw-s3cret@shop.example/x?token=s3cret",
+            host: None,
+            request_id: "0f3c".into(),
+            ran_for: Duration::from_secs(3),
+            worker: Worker::default(),
+        });
+        let text = format!("{absolute:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(absolute.transaction.as_deref(), Some("POST /x"));
     }
 }

@@ -1,10 +1,14 @@
 //! What of a request reaches Sentry, and what is hidden on the way.
 //!
 //! Always hidden: the credentials in [`ALWAYS_SECRET`], any header whose
-//! name the [`Redactor`] finds secret (`X-Auth-Token`, `X-CSRFToken`), and
-//! the values of secret-looking query keys (`?token=`, `password=`). Hidden
-//! unless `send_default_pii` is on: the client's address and the
-//! [`FORWARDING`] headers that carry it. Bodies are never read.
+//! name has a secret word (the [`Redactor`]'s, such as `token` or `key`,
+//! or one of [`SECRET_HEADER_WORDS`]: `X-Auth-Token`, `X-CSRFToken`,
+//! `X-Amzn-Oidc-Data`), and the values of secret-looking query keys
+//! (`?token=`, `password=`), in the URL and in any header value with a
+//! query (`Referer`, `X-Original-URL`). Hidden unless `send_default_pii` is
+//! on: the client's address and the headers that carry it ([`FORWARDING`],
+//! and any name with `forwarded` or ending in `-ip` or `clientip`). Bodies
+//! are never read.
 //!
 //! ```
 //! use turnstile_core::http::HeaderMap;
@@ -36,18 +40,32 @@ pub const ALWAYS_SECRET: &[&str] = &[
     "x-api-key",
 ];
 
+/// Words that make a header name secret, besides the redactor's: the
+/// identity and signature headers of proxies and platforms.
+pub const SECRET_HEADER_WORDS: &[&str] =
+    &["oidc", "principal", "hmac", "cert", "dpop", "csrf", "xsrf"];
+
 /// Headers that carry the client's address, sent only with
-/// `send_default_pii`.
+/// `send_default_pii`; names with `forwarded`, or ending in `-ip` or
+/// `clientip`, count too.
 pub const FORWARDING: &[&str] = &[
     "forwarded",
-    "x-forwarded-for",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "x-cluster-client-ip",
+    "x-envoy-external-address",
+    "cloudfront-viewer-address",
 ];
+
+fn is_forwarding(name: &str) -> bool {
+    FORWARDING.contains(&name)
+        || name.contains("forwarded")
+        || name.ends_with("-ip")
+        || name.ends_with("clientip")
+}
+
+fn is_secret(name: &str, redactor: &Redactor) -> bool {
+    ALWAYS_SECRET.contains(&name)
+        || redactor.is_secret(name)
+        || SECRET_HEADER_WORDS.iter().any(|word| name.contains(word))
+}
 
 // ANCHOR: headers
 /// The request's headers as Sentry shows them, secret values replaced by
@@ -60,13 +78,17 @@ pub fn headers(
     let mut shown: Map<String, String> = Map::new();
     for (name, value) in headers {
         let name = name.as_str();
-        let hidden = ALWAYS_SECRET.contains(&name)
-            || redactor.is_secret(name)
-            || (!send_default_pii && FORWARDING.contains(&name));
+        let hidden = is_secret(name, redactor) || (!send_default_pii && is_forwarding(name));
         let value = if hidden {
             REDACTED.into()
         } else {
-            String::from_utf8_lossy(value.as_bytes())
+            // A value with a query is a URL (`Referer`, `X-Original-URL`):
+            // its secret values go, as they do from the request's URL.
+            let text = String::from_utf8_lossy(value.as_bytes());
+            match redactor.url(&text) {
+                std::borrow::Cow::Borrowed(_) => text,
+                std::borrow::Cow::Owned(redacted) => redacted.into(),
+            }
         };
         shown
             .entry(name.to_owned())
@@ -120,6 +142,13 @@ mod tests {
             headers.append(name, value.parse().unwrap());
         }
         headers.append("cookie", "csrftoken=def".parse().unwrap());
+        headers.append("x-amzn-oidc-data", "abc".parse().unwrap());
+        headers.append(
+            "referer",
+            "https://shop.example/reset?email=a&token=abc"
+                .parse()
+                .unwrap(),
+        );
         let shown = super::headers(&headers, true, &Redactor::default());
         for secret in [
             "authorization",
@@ -128,9 +157,14 @@ mod tests {
             "x-api-key",
             "x-auth-token",
             "x-csrftoken",
+            "x-amzn-oidc-data",
         ] {
             assert_eq!(shown[secret], REDACTED, "{secret}");
         }
+        assert_eq!(
+            shown["referer"],
+            "https://shop.example/reset?email=a&token=[redacted]"
+        );
         assert_eq!(shown["user-agent"], "curl/8.0");
         let everything = format!("{shown:?}");
         assert!(
@@ -144,11 +178,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
         headers.insert("forwarded", "for=203.0.113.9".parse().unwrap());
+        headers.insert("fly-client-ip", "203.0.113.9".parse().unwrap());
+        headers.insert("x-azure-clientip", "203.0.113.9".parse().unwrap());
         headers.append("accept", "text/html".parse().unwrap());
         headers.append("accept", "*/*".parse().unwrap());
         let hidden = super::headers(&headers, false, &Redactor::default());
         assert_eq!(hidden["x-forwarded-for"], REDACTED);
         assert_eq!(hidden["forwarded"], REDACTED);
+        assert_eq!(hidden["fly-client-ip"], REDACTED);
+        assert_eq!(hidden["x-azure-clientip"], REDACTED);
         assert_eq!(hidden["accept"], "text/html, */*");
         let shown = super::headers(&headers, true, &Redactor::default());
         assert_eq!(shown["x-forwarded-for"], "203.0.113.9");

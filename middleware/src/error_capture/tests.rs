@@ -349,3 +349,34 @@ fn a_nested_layer_reports_once() {
     assert_eq!(events.len(), 1);
     assert!(events[0].exception.is_empty());
 }
+
+#[test]
+fn a_string_error_is_typed_error_and_a_clone_configures_alone() {
+    let base = ErrorCapture::new();
+    let (capture, transport) = reporting(base.clone().debug(false));
+    serve(
+        &capture.layer(MockApp::failing("plain words")),
+        request("/"),
+    );
+    let event = &transport.fetch_and_clear_events()[0];
+    assert_eq!(event.exception[0].ty, "Error");
+    assert_eq!(event.exception[0].value.as_deref(), Some("plain words"));
+    // The clone's settings did not change the original's.
+    let debug = base.clone().debug(true);
+    let shown = serve(&debug.layer(MockApp::failing("shown")), request("/")).text();
+    let hidden = serve(&base.layer(MockApp::failing("hidden")), request("/")).text();
+    assert!(shown.contains("shown"));
+    assert_eq!(hidden, "Internal Server Error\n");
+}
+
+#[test]
+fn a_panic_the_application_caught_is_not_blamed_on_its_error() {
+    let app = ErrorCapture::new()
+        .debug(true)
+        .layer(|_: Request| -> Result<Response, BoxError> {
+            let _ = std::panic::catch_unwind(|| panic!("handled inside"));
+            Err("the real failure".into())
+        });
+    let text = serve(&app, request("/")).text();
+    assert_eq!(text, "Internal Server Error\n\nthe real failure\n");
+}
