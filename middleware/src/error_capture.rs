@@ -24,12 +24,18 @@
 //! carries the request, and what it adds to its scope ends with the request.
 //!
 //! Sentry's client (and its transport thread) belongs to one process: the
-//! layer builds it in each process that serves, on first use or as a
-//! Turnstile worker boots, never in the arbiter, and closes it, sending
-//! what is queued, as the process exits ([`PerProcess`]). It is also bound
-//! to the process's main hub, so code outside requests can report, and
-//! [`report_stuck_request`] can name the request a worker was stuck on
-//! when the arbiter aborts it.
+//! layer builds it in each process that serves, as a Turnstile worker boots
+//! (or on first use under another server), never in the arbiter, and
+//! closes it, sending what is queued, as the process exits
+//! ([`PerProcess`]); under another server, call
+//! [`per_process::teardown`](turnstile_core::per_process::teardown) on the
+//! way out for that. It is also bound to the process's main hub, so code
+//! outside requests can report, and [`report_stuck_request`] can name the
+//! request a worker was stuck on when the arbiter aborts it.
+//!
+//! Not reported: a panic in a streamed body (after the layer returned; the
+//! connection is cut), and anything under `panic = "abort"`, where no
+//! panic is caught.
 //!
 //! # Example
 //!
