@@ -17,6 +17,8 @@
 //!   and a page that serves a Prometheus exposition.
 //! - [`post_fork`]: a per-process resource (connection, client) handed to
 //!   each request, rebuilt in every process that serves.
+//! - [`traces`]: one OpenTelemetry SERVER span per request, continued from
+//!   `traceparent`, exported over OTLP by each worker.
 //! - [`request_log`]: one `tracing` event per request at its last byte,
 //!   and the access log (JSON, combined, Gunicorn atoms) written from them.
 //!
@@ -30,3 +32,4 @@ pub mod headers;
 pub mod metrics;
 pub mod post_fork;
 pub mod request_log;
+pub mod traces;

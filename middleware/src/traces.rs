@@ -1,0 +1,417 @@
+// ANCHOR: all
+//! Tracing: one OpenTelemetry SERVER span per request, continued from the
+//! caller's `traceparent`, exported over OTLP by each worker.
+//!
+//! [`TraceRequests`] starts a span as the request enters and ends it at the
+//! response's last byte. The span:
+//!
+//! - is named `{method} {route}` when the application names its
+//!   [`Route`], else `{method}` (`HTTP` for a method outside HTTP's
+//!   registry): never the raw path, which would make every URL a name;
+//! - carries the stable HTTP semantic conventions: `http.request.method`
+//!   (and `http.request.method_original`), `url.path`, `url.query` (secret
+//!   values redacted), `url.scheme`, `http.route`,
+//!   `http.response.status_code`, `server.address`, `server.port`,
+//!   `client.address` (the proxy-resolved client, `--forwarded-allow-ips`),
+//!   `user_agent.original`, `network.protocol.version`, and `error.type`
+//!   with status ERROR for a 5xx or an error;
+//! - continues the trace of an incoming W3C `traceparent` (with its
+//!   `tracestate` and `baggage`), and tells the client its ids in a
+//!   `traceresponse` header (W3C Trace Context level 2);
+//! - is the current OpenTelemetry context while the application runs, so
+//!   spans it makes (with `tracing`, through `tracing-opentelemetry`, or
+//!   with the OpenTelemetry API) are children of the request's span.
+//!
+//! The request's [`TraceId`] goes into its extensions, so the layers
+//! inside (the access log, error capture) write it next to the request id.
+//!
+//! Spans go to this process's tracer provider, built with
+//! [`export::Pipeline`]: each worker builds its own after the fork, and
+//! shuts it down, sending what is batched, as it exits. Without one the
+//! layer only reads an incoming `traceparent`, for the logs.
+//!
+//! # Example
+//!
+//! ```
+//! use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+//! use turnstile_core::{Request, Response, Route, Stack, test};
+//! use turnstile_middleware::traces::TraceRequests;
+//!
+//! let spans = InMemorySpanExporter::default();
+//! let exported = spans.clone();
+//! let layer = TraceRequests::with_provider(move || {
+//!     SdkTracerProvider::builder().with_simple_exporter(exported.clone()).build()
+//! });
+//! let app = Stack::new().layer(layer).app(|_request: Request| {
+//!     let mut response = Response::new("user 7\n".into());
+//!     response.extensions_mut().insert(Route::new("/users/{id}"));
+//!     response
+//! });
+//!
+//! let request = test::TestRequest::get("/users/7?token=s3cret")
+//!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+//!     .build();
+//! let response = test::serve(&app, request);
+//! assert!(response.header("traceresponse").unwrap().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+//!
+//! let span = &spans.get_finished_spans().unwrap()[0];
+//! assert_eq!(span.name, "GET /users/{id}");
+//! assert_eq!(span.span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+//! assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
+//! ```
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::trace::{
+    SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use turnstile_core::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
+use turnstile_core::{
+    AppResult, Application, Environ, Layer, PerProcess, Request, Route, TraceId, on_complete,
+};
+
+use crate::request_log::Redactor;
+
+pub mod export;
+#[cfg(test)]
+mod tests;
+
+/// The response header that tells the client the request's trace
+/// (`00-{trace id}-{span id}-{flags}`).
+pub const TRACE_RESPONSE: &str = "traceresponse";
+
+/// The instrumentation scope the spans are reported under.
+pub const SCOPE: &str = "turnstile";
+
+/// The tracing layer. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct TraceRequests {
+    redactor: Redactor,
+    pipeline: Option<PerProcess<Option<Pipeline>>>,
+}
+
+/// One process's tracer provider and the tracer the layer uses.
+pub struct Pipeline {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Makes `provider` this process's: the global one too, so the
+    /// OpenTelemetry API and `tracing-opentelemetry` find it.
+    pub fn new(provider: SdkTracerProvider) -> Self {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        let tracer = provider.tracer(SCOPE);
+        Self { provider, tracer }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Sends what the batch holds; bounded, since the process is leaving.
+        let _ = self.provider.shutdown_with_timeout(export::SHUTDOWN_TIMEOUT);
+    }
+}
+
+impl Default for TraceRequests {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TraceRequests {
+    /// A layer that exports nothing: it continues an incoming
+    /// `traceparent`'s trace id for the logs, and costs next to nothing.
+    pub fn new() -> Self {
+        Self {
+            redactor: Redactor::default(),
+            pipeline: None,
+        }
+    }
+
+    /// A layer whose spans go to the provider `build` makes, once in each
+    /// process that serves, as a Turnstile worker boots (never in the
+    /// arbiter). `None` turns export off in that process.
+    pub fn with_pipeline(build: impl Fn() -> Option<SdkTracerProvider> + Send + Sync + 'static) -> Self {
+        Self {
+            redactor: Redactor::default(),
+            pipeline: Some(PerProcess::eager(move || build().map(Pipeline::new))),
+        }
+    }
+
+    /// As [`with_pipeline`](Self::with_pipeline), for a provider every
+    /// process builds.
+    pub fn with_provider(build: impl Fn() -> SdkTracerProvider + Send + Sync + 'static) -> Self {
+        Self::with_pipeline(move || Some(build()))
+    }
+
+    /// Hides the values of query keys this redactor finds secret in
+    /// `url.query` (the request-logging layer's, so both hide the same).
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+}
+
+impl<A: Application> Layer<A> for TraceRequests {
+    type Application = Traced<A>;
+
+    fn layer(&self, inner: A) -> Traced<A> {
+        Traced {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// An application whose requests [`TraceRequests`] traces.
+#[derive(Debug)]
+pub struct Traced<A> {
+    inner: A,
+    layer: TraceRequests,
+}
+
+/// W3C trace context and baggage, in and out.
+static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
+});
+
+// ANCHOR: handle
+impl<A: Application> Application for Traced<A> {
+    fn handle(&self, mut request: Request) -> AppResult {
+        let pipeline = self.layer.pipeline.as_ref().map(PerProcess::get);
+        let Some(Some(pipeline)) = pipeline.as_deref() else {
+            // Not exporting: the caller's trace id still reaches the logs.
+            if let Some(trace_id) = incoming_trace_id(request.headers()) {
+                request.extensions_mut().insert(trace_id);
+            }
+            return self.inner.handle(request);
+        };
+        let parent = PROPAGATOR.extract(&HeaderExtractor(request.headers()));
+        let method = MethodName::of(request.method());
+        let span = pipeline
+            .tracer
+            .span_builder(span_name(&method, Route::of_request(&request)))
+            .with_kind(SpanKind::Server)
+            .with_attributes(request_attributes(&request, &method, &self.layer.redactor))
+            .start_with_context(&pipeline.tracer, &parent);
+        let cx = parent.with_span(span);
+        let ids = cx.span().span_context().clone();
+        request
+            .extensions_mut()
+            .insert(TraceId(ids.trace_id().to_bytes()));
+        let mut open = OpenSpan(Some(cx.clone()));
+        // Current while the application runs: its spans are children.
+        let result = {
+            let _current = cx.attach();
+            self.inner.handle(request)
+        };
+        let cx = open.0.take().expect("taken once");
+        let mut response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                finish(&cx, None, StatusCode::INTERNAL_SERVER_ERROR, Some(error_type(&*error)));
+                return Err(error);
+            }
+        };
+        let value = format!(
+            "00-{}-{}-{:02x}",
+            ids.trace_id(),
+            ids.span_id(),
+            ids.trace_flags().to_u8()
+        );
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(TRACE_RESPONSE, value);
+        }
+        let named = Route::of_response(&response).map(|route| (span_name(&method, Some(route)), route.clone()));
+        on_complete(&mut response, move |done| {
+            finish(&cx, named, done.status, None);
+        });
+        Ok(response)
+    }
+}
+// ANCHOR_END: handle
+
+/// A span the application has not answered yet: a panic ends it as a 500.
+struct OpenSpan(Option<Context>);
+
+impl Drop for OpenSpan {
+    fn drop(&mut self) {
+        if let Some(cx) = self.0.take() {
+            finish(&cx, None, StatusCode::INTERNAL_SERVER_ERROR, Some("panic".into()));
+        }
+    }
+}
+
+// ANCHOR: finish
+/// Ends the span with what the response told: its route (the better
+/// name), its status, and whether it failed.
+fn finish(
+    cx: &Context,
+    named: Option<(String, Route)>,
+    status: StatusCode,
+    error: Option<Cow<'static, str>>,
+) {
+    let span = cx.span();
+    if let Some((name, route)) = named {
+        span.update_name(name);
+        span.set_attribute(KeyValue::new("http.route", route.into_inner().into_owned()));
+    }
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
+    // A 4xx is the client's mistake, not the server's: only 5xx and errors
+    // mark a SERVER span as failed.
+    let error = error.or_else(|| status.is_server_error().then(|| status.as_str().to_owned().into()));
+    if let Some(error) = error {
+        span.set_attribute(KeyValue::new("error.type", error.clone()));
+        span.set_status(Status::error(error));
+    }
+    span.end();
+}
+// ANCHOR_END: finish
+
+/// `http.request.method`: a method of HTTP's registry, or `_OTHER` with
+/// the method as sent.
+enum MethodName {
+    Known(&'static str),
+    Other(String),
+}
+
+impl MethodName {
+    fn of(method: &Method) -> Self {
+        match *method {
+            Method::GET => Self::Known("GET"),
+            Method::HEAD => Self::Known("HEAD"),
+            Method::POST => Self::Known("POST"),
+            Method::PUT => Self::Known("PUT"),
+            Method::DELETE => Self::Known("DELETE"),
+            Method::CONNECT => Self::Known("CONNECT"),
+            Method::OPTIONS => Self::Known("OPTIONS"),
+            Method::TRACE => Self::Known("TRACE"),
+            Method::PATCH => Self::Known("PATCH"),
+            _ if method.as_str() == "QUERY" => Self::Known("QUERY"),
+            _ => Self::Other(method.as_str().to_owned()),
+        }
+    }
+}
+
+/// `GET /users/{id}`, `GET`, or `HTTP` for an unknown method.
+fn span_name(method: &MethodName, route: Option<&Route>) -> String {
+    let method = match method {
+        MethodName::Known(name) => name,
+        MethodName::Other(_) => "HTTP",
+    };
+    match route {
+        Some(route) => format!("{method} {}", route.as_str()),
+        None => method.to_owned(),
+    }
+}
+
+fn request_attributes(request: &Request, method: &MethodName, redactor: &Redactor) -> Vec<KeyValue> {
+    let environ = Environ::of(request);
+    let uri = request.uri();
+    let mut attributes = Vec::with_capacity(12);
+    match method {
+        MethodName::Known(name) => {
+            attributes.push(KeyValue::new("http.request.method", *name));
+        }
+        MethodName::Other(original) => {
+            attributes.push(KeyValue::new("http.request.method", "_OTHER"));
+            attributes.push(KeyValue::new("http.request.method_original", original.clone()));
+        }
+    }
+    attributes.push(KeyValue::new("url.path", uri.path().to_owned()));
+    if let Some(query) = uri.query() {
+        attributes.push(KeyValue::new("url.query", redactor.query(query).into_owned()));
+    }
+    attributes.push(KeyValue::new("url.scheme", environ.scheme.as_str().to_owned()));
+    if let Some(route) = Route::of_request(request) {
+        attributes.push(KeyValue::new("http.route", route.as_str().to_owned()));
+    }
+    let (host, port) = server_address(request, environ);
+    if let Some(host) = host {
+        attributes.push(KeyValue::new("server.address", host));
+    }
+    if let Some(port) = port {
+        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    if let Some(client) = environ.client_addr.or(environ.remote_addr) {
+        attributes.push(KeyValue::new("client.address", client.ip().to_string()));
+    }
+    if let Some(agent) = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+    }
+    let version = match request.version() {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_09 => "0.9",
+        _ => "1.1",
+    };
+    attributes.push(KeyValue::new("network.protocol.version", version));
+    attributes
+}
+
+/// `server.address` and `server.port`: from the target's authority or
+/// `Host`, as the client addressed the server, else the socket's address.
+fn server_address(request: &Request, environ: &Environ) -> (Option<String>, Option<u16>) {
+    let authority = request.uri().authority().map(|a| a.as_str().to_owned()).or_else(|| {
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .map(str::to_owned)
+    });
+    match authority.and_then(|text| text.parse::<turnstile_core::http::uri::Authority>().ok()) {
+        Some(authority) => (Some(authority.host().to_owned()), authority.port_u16()),
+        None => match environ.server_addr {
+            Some(addr) => (Some(addr.ip().to_string()), Some(addr.port())),
+            None => (None, None),
+        },
+    }
+}
+
+/// `error.type` of an error: its type's name, as its `Debug` starts.
+fn error_type(error: &(dyn std::error::Error + 'static)) -> Cow<'static, str> {
+    let debug = format!("{error:?}");
+    let name: String = debug
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+        .collect();
+    if name.is_empty() {
+        Cow::Borrowed("_OTHER")
+    } else {
+        Cow::Owned(name)
+    }
+}
+
+/// The trace id of a valid incoming `traceparent`, without the SDK.
+fn incoming_trace_id(headers: &HeaderMap) -> Option<TraceId> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(trace.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    (bytes != [0; 16]).then_some(TraceId(bytes))
+}
+// ANCHOR_END: all
