@@ -473,11 +473,18 @@ pub const SETTINGS: &[Setting] = &[
 ];
 
 /// The layers the binary knows, outermost first. Header injection sits
-/// outside request logging, so that the log carries the request id the
-/// client sent; metrics sit inside it, so they time the application; error
+/// outside the others, so that the logs and spans carry the request id the
+/// client sent; tracing sits outside request logging, so that the log line
+/// carries the trace id; metrics sit inside them, so they time the application; error
 /// capture is innermost, so the 500 it makes of a failure is what the
 /// others see.
-pub const LAYERS: &[&str] = &["headers", "request_log", "metrics", "error_capture"];
+pub const LAYERS: &[&str] = &[
+    "headers",
+    "tracing",
+    "request_log",
+    "metrics",
+    "error_capture",
+];
 
 /// The error-capture layer's settings: `sentry_*` and `debug`.
 #[derive(Clone, Debug)]

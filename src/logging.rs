@@ -20,6 +20,7 @@ use tracing_subscriber::{Layer, Registry};
 
 use crate::config::Config;
 use crate::middleware::request_log::{self, AccessLog, Output, RequestLog};
+use crate::middleware::traces::{ProcessTracer, export, tracing_opentelemetry};
 use crate::server::log::{self, Level};
 
 /// Installs the subscriber for `config`; `rust_log` is `RUST_LOG`.
@@ -49,9 +50,14 @@ pub fn install(config: &Config, rust_log: Option<String>) -> Result<(), String> 
     } else {
         None
     };
+    // The application's `tracing` spans become OpenTelemetry spans, children
+    // of the request's, when spans are exported at all.
+    let spans = (config.middleware.contains(&"tracing") && export::is_configured())
+        .then(|| tracing_opentelemetry::layer().with_tracer(ProcessTracer));
     let subscriber = Registry::default()
         .with(ErrorLog.with_filter(events))
-        .with(access_log);
+        .with(access_log)
+        .with(spans);
     tracing::subscriber::set_global_default(subscriber).map_err(|e| e.to_string())
 }
 

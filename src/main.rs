@@ -13,6 +13,7 @@ use std::rc::Rc;
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use turnstile::config::{AppName, Config, Kind, SETTINGS};
 use turnstile::middleware::metrics::{HttpMetrics, ServeMetrics};
+use turnstile::middleware::traces::{TraceRequests, export};
 use turnstile::server::{Arbiter, log, metrics};
 use turnstile::{SharedApp, Stack, apps, hooks, logging};
 
@@ -108,10 +109,23 @@ fn build_app(config: &Config) -> SharedApp {
     let stack = Stack::new()
         .option_layer(page)
         .option_layer(chosen("headers").then(|| config.inject_headers.clone()))
+        .option_layer(chosen("tracing").then(|| tracing_layer(config)))
         .option_layer(chosen("request_log").then(|| config.request_log.clone()))
         .option_layer(chosen("metrics").then(HttpMetrics::new))
         .option_layer(chosen("error_capture").then(|| config.errors.layer()));
     SharedApp::new(stack.app(app))
+}
+
+/// The tracing layer: each worker builds its exporter from the
+/// environment (`OTEL_EXPORTER_OTLP_ENDPOINT` …) as it boots.
+fn tracing_layer(config: &Config) -> TraceRequests {
+    TraceRequests::with_pipeline(|| {
+        export::from_env("turnstile", env!("CARGO_PKG_VERSION")).unwrap_or_else(|error| {
+            log::warning(format_args!("tracing is off in this worker: {error}"));
+            None
+        })
+    })
+    .redactor(config.errors.redactor.clone())
 }
 
 fn bare_app(config: &Config) -> SharedApp {

@@ -19,5 +19,8 @@ mod layers;
 /// Timing metrics, the arbiter's endpoint, and Prometheus scraping it.
 mod metrics;
 
+/// Tracing: OpenTelemetry spans over OTLP, traceparent in and out.
+mod traces;
+
 /// The arbiter and its workers: signals, supervision, binds.
 mod processes;

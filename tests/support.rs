@@ -438,3 +438,77 @@ impl Drop for SentryReceiver {
         let _ = self.child.wait();
     }
 }
+
+/// The stand-in for an OpenTelemetry collector
+/// (`examples/otlp_receiver.rs`), on a free loopback port: every span
+/// received, decoded from OTLP's protobuf, as JSON.
+pub(crate) struct OtlpReceiver {
+    child: Child,
+    endpoint: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl OtlpReceiver {
+    pub(crate) fn start() -> Self {
+        let mut child = Command::new(example("otlp_receiver"))
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the receiver starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        let endpoint = first
+            .trim()
+            .strip_prefix("otlp receiver: OTEL_EXPORTER_OTLP_ENDPOINT=")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        let spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> =
+            std::sync::Arc::default();
+        let collected = std::sync::Arc::clone(&spans);
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                let span = serde_json::from_str(&line).expect("a JSON line per span");
+                collected.lock().unwrap().push(span);
+            }
+        });
+        Self {
+            child,
+            endpoint,
+            spans,
+        }
+    }
+
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` for this receiver.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Every span so far.
+    pub(crate) fn spans(&self) -> Vec<serde_json::Value> {
+        self.spans.lock().unwrap().clone()
+    }
+
+    /// Waits up to `limit` for at least `count` spans.
+    pub(crate) fn wait_for_spans(&self, count: usize, limit: Duration) -> Vec<serde_json::Value> {
+        wait_until(limit, || {
+            let spans = self.spans();
+            (spans.len() >= count).then_some(spans)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{count} spans did not arrive within {limit:?}; got {}",
+                self.spans().len()
+            )
+        })
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

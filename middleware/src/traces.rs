@@ -64,9 +64,7 @@ use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::{
-    SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
-};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
@@ -82,12 +80,33 @@ pub mod export;
 #[cfg(test)]
 mod tests;
 
+pub use {opentelemetry, opentelemetry_sdk, tracing_opentelemetry};
+
 /// The response header that tells the client the request's trace
 /// (`00-{trace id}-{span id}-{flags}`).
 pub const TRACE_RESPONSE: &str = "traceresponse";
 
 /// The instrumentation scope the spans are reported under.
 pub const SCOPE: &str = "turnstile";
+
+/// The tracer for `tracing-opentelemetry`'s layer in a subscriber built
+/// before the fork: each span goes to the provider of the process that
+/// makes it (the global one, which [`Pipeline::new`] sets in each worker),
+/// not the one, if any, of the process that built the subscriber.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessTracer;
+
+impl Tracer for ProcessTracer {
+    type Span = opentelemetry::global::BoxedSpan;
+
+    fn build_with_context(
+        &self,
+        builder: opentelemetry::trace::SpanBuilder,
+        parent_cx: &Context,
+    ) -> Self::Span {
+        opentelemetry::global::tracer(SCOPE).build_with_context(builder, parent_cx)
+    }
+}
 
 /// The tracing layer. See the [module docs](self).
 #[derive(Clone, Debug)]
@@ -121,7 +140,9 @@ impl Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         // Sends what the batch holds; bounded, since the process is leaving.
-        let _ = self.provider.shutdown_with_timeout(export::SHUTDOWN_TIMEOUT);
+        let _ = self
+            .provider
+            .shutdown_with_timeout(export::SHUTDOWN_TIMEOUT);
     }
 }
 
@@ -144,7 +165,9 @@ impl TraceRequests {
     /// A layer whose spans go to the provider `build` makes, once in each
     /// process that serves, as a Turnstile worker boots (never in the
     /// arbiter). `None` turns export off in that process.
-    pub fn with_pipeline(build: impl Fn() -> Option<SdkTracerProvider> + Send + Sync + 'static) -> Self {
+    pub fn with_pipeline(
+        build: impl Fn() -> Option<SdkTracerProvider> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             redactor: Redactor::default(),
             pipeline: Some(PerProcess::eager(move || build().map(Pipeline::new))),
@@ -225,7 +248,12 @@ impl<A: Application> Application for Traced<A> {
         let mut response = match result {
             Ok(response) => response,
             Err(error) => {
-                finish(&cx, None, StatusCode::INTERNAL_SERVER_ERROR, Some(error_type(&*error)));
+                finish(
+                    &cx,
+                    None,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Some(error_type(&*error)),
+                );
                 return Err(error);
             }
         };
@@ -238,7 +266,8 @@ impl<A: Application> Application for Traced<A> {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(TRACE_RESPONSE, value);
         }
-        let named = Route::of_response(&response).map(|route| (span_name(&method, Some(route)), route.clone()));
+        let named = Route::of_response(&response)
+            .map(|route| (span_name(&method, Some(route)), route.clone()));
         on_complete(&mut response, move |done| {
             finish(&cx, named, done.status, None);
         });
@@ -253,7 +282,12 @@ struct OpenSpan(Option<Context>);
 impl Drop for OpenSpan {
     fn drop(&mut self) {
         if let Some(cx) = self.0.take() {
-            finish(&cx, None, StatusCode::INTERNAL_SERVER_ERROR, Some("panic".into()));
+            finish(
+                &cx,
+                None,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some("panic".into()),
+            );
         }
     }
 }
@@ -278,7 +312,11 @@ fn finish(
     ));
     // A 4xx is the client's mistake, not the server's: only 5xx and errors
     // mark a SERVER span as failed.
-    let error = error.or_else(|| status.is_server_error().then(|| status.as_str().to_owned().into()));
+    let error = error.or_else(|| {
+        status
+            .is_server_error()
+            .then(|| status.as_str().to_owned().into())
+    });
     if let Some(error) = error {
         span.set_attribute(KeyValue::new("error.type", error.clone()));
         span.set_status(Status::error(error));
@@ -324,7 +362,11 @@ fn span_name(method: &MethodName, route: Option<&Route>) -> String {
     }
 }
 
-fn request_attributes(request: &Request, method: &MethodName, redactor: &Redactor) -> Vec<KeyValue> {
+fn request_attributes(
+    request: &Request,
+    method: &MethodName,
+    redactor: &Redactor,
+) -> Vec<KeyValue> {
     let environ = Environ::of(request);
     let uri = request.uri();
     let mut attributes = Vec::with_capacity(12);
@@ -334,14 +376,23 @@ fn request_attributes(request: &Request, method: &MethodName, redactor: &Redacto
         }
         MethodName::Other(original) => {
             attributes.push(KeyValue::new("http.request.method", "_OTHER"));
-            attributes.push(KeyValue::new("http.request.method_original", original.clone()));
+            attributes.push(KeyValue::new(
+                "http.request.method_original",
+                original.clone(),
+            ));
         }
     }
     attributes.push(KeyValue::new("url.path", uri.path().to_owned()));
     if let Some(query) = uri.query() {
-        attributes.push(KeyValue::new("url.query", redactor.query(query).into_owned()));
+        attributes.push(KeyValue::new(
+            "url.query",
+            redactor.query(query).into_owned(),
+        ));
     }
-    attributes.push(KeyValue::new("url.scheme", environ.scheme.as_str().to_owned()));
+    attributes.push(KeyValue::new(
+        "url.scheme",
+        environ.scheme.as_str().to_owned(),
+    ));
     if let Some(route) = Route::of_request(request) {
         attributes.push(KeyValue::new("http.route", route.as_str().to_owned()));
     }
@@ -355,7 +406,11 @@ fn request_attributes(request: &Request, method: &MethodName, redactor: &Redacto
     if let Some(client) = environ.client_addr.or(environ.remote_addr) {
         attributes.push(KeyValue::new("client.address", client.ip().to_string()));
     }
-    if let Some(agent) = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+    if let Some(agent) = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
         attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
     }
     let version = match request.version() {
@@ -370,13 +425,17 @@ fn request_attributes(request: &Request, method: &MethodName, redactor: &Redacto
 /// `server.address` and `server.port`: from the target's authority or
 /// `Host`, as the client addressed the server, else the socket's address.
 fn server_address(request: &Request, environ: &Environ) -> (Option<String>, Option<u16>) {
-    let authority = request.uri().authority().map(|a| a.as_str().to_owned()).or_else(|| {
-        request
-            .headers()
-            .get(header::HOST)
-            .and_then(|host| host.to_str().ok())
-            .map(str::to_owned)
-    });
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .map(str::to_owned)
+        });
     match authority.and_then(|text| text.parse::<turnstile_core::http::uri::Authority>().ok()) {
         Some(authority) => (Some(authority.host().to_owned()), authority.port_u16()),
         None => match environ.server_addr {

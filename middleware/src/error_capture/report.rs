@@ -287,11 +287,13 @@ impl Facts {
         event_id: Option<Uuid>,
     ) {
         let event_id = event_id.map(|id| tracing::field::display(id.simple()));
+        let trace_id = self.trace_id.map(tracing::field::display);
         let request = format!("{} {}", self.method, self.uri.path());
         match (error.downcast_ref::<Panicked>(), site) {
             (Some(panicked), Some(site)) => tracing::error!(
                 target: TARGET,
                 request_id = %self.request_id,
+                trace_id,
                 sentry_event_id = event_id,
                 "{request} panicked at {}: {}",
                 site.location,
@@ -300,6 +302,7 @@ impl Facts {
             _ => tracing::error!(
                 target: TARGET,
                 request_id = %self.request_id,
+                trace_id,
                 sentry_event_id = event_id,
                 "{request} failed: {error}"
             ),

@@ -26,6 +26,15 @@ pub const ENDPOINT_VARIABLES: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
+/// Whether the environment names an endpoint and leaves the SDK enabled:
+/// whether [`from_env`] builds a provider.
+pub fn is_configured() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED")
+        .is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
+    !disabled && ENDPOINT_VARIABLES.iter().any(|name| set(name))
+}
+
 // ANCHOR: from_env
 /// A tracer provider from the environment, as OpenTelemetry's SDKs read
 /// it, or `None` when `OTEL_SDK_DISABLED=true` or no endpoint is set:
@@ -47,12 +56,10 @@ pub fn from_env(
     default_service: &str,
     service_version: &str,
 ) -> Result<Option<SdkTracerProvider>, String> {
-    let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
-    let disabled = std::env::var("OTEL_SDK_DISABLED")
-        .is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
-    if disabled || !ENDPOINT_VARIABLES.iter().any(|name| set(name)) {
+    if !is_configured() {
         return Ok(None);
     }
+    let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
     let exporter = SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
@@ -108,9 +115,7 @@ impl Default for UreqClient {
 impl HttpClient for UreqClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let (parts, body) = request.into_parts();
-        let response = self
-            .0
-            .run(Request::from_parts(parts, body.to_vec()))?;
+        let response = self.0.run(Request::from_parts(parts, body.to_vec()))?;
         let (parts, mut body) = response.into_parts();
         let body = body.read_to_vec()?;
         Ok(Response::from_parts(parts, Bytes::from(body)))

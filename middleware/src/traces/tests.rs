@@ -1,4 +1,6 @@
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Key, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -32,10 +34,15 @@ fn attribute(span: &SpanData, key: &str) -> Option<Value> {
 }
 
 fn text(span: &SpanData, key: &str) -> String {
-    attribute(span, key).map(|v| v.as_str().into_owned()).unwrap_or_default()
+    attribute(span, key)
+        .map(|v| v.as_str().into_owned())
+        .unwrap_or_default()
 }
 
-fn routed(route: &'static str, status: StatusCode) -> impl Fn(Request) -> Response + Send + Sync + 'static {
+fn routed(
+    route: &'static str,
+    status: StatusCode,
+) -> impl Fn(Request) -> Response + Send + Sync + 'static {
     move |_request: Request| {
         let mut response = Response::new("ok\n".into());
         *response.status_mut() = status;
@@ -61,14 +68,20 @@ fn one_server_span_per_request_continues_the_callers_trace() {
     let span = &spans[0];
     assert_eq!(span.name, "GET /users/{id}");
     assert_eq!(span.span_kind, SpanKind::Server);
-    assert_eq!(span.span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        span.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
     assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
     assert_eq!(text(span, "http.request.method"), "GET");
     assert_eq!(text(span, "url.path"), "/users/7");
     assert_eq!(text(span, "url.query"), "page=2&token=[redacted]");
     assert_eq!(text(span, "url.scheme"), "http");
     assert_eq!(text(span, "http.route"), "/users/{id}");
-    assert_eq!(attribute(span, "http.response.status_code"), Some(Value::I64(200)));
+    assert_eq!(
+        attribute(span, "http.response.status_code"),
+        Some(Value::I64(200))
+    );
     assert_eq!(text(span, "server.address"), "shop.example");
     assert_eq!(attribute(span, "server.port"), Some(Value::I64(8443)));
     assert_eq!(text(span, "client.address"), "198.51.100.7");
@@ -88,8 +101,14 @@ fn one_server_span_per_request_continues_the_callers_trace() {
 #[test]
 fn a_5xx_or_an_error_marks_the_span_failed_and_a_4xx_does_not() {
     let (layer, spans) = exporting();
-    serve(&layer.layer(routed("/pay", StatusCode::SERVICE_UNAVAILABLE)), TestRequest::get("/pay").build());
-    serve(&layer.layer(MockApp::with_status(StatusCode::NOT_FOUND, "no")), TestRequest::get("/x").build());
+    serve(
+        &layer.layer(routed("/pay", StatusCode::SERVICE_UNAVAILABLE)),
+        TestRequest::get("/pay").build(),
+    );
+    serve(
+        &layer.layer(MockApp::with_status(StatusCode::NOT_FOUND, "no")),
+        TestRequest::get("/x").build(),
+    );
     let failing = layer.layer(MockApp::failing("no database"));
     assert!(failing.handle(TestRequest::get("/y").build()).is_err());
     let spans = finished(&spans);
@@ -100,7 +119,10 @@ fn a_5xx_or_an_error_marks_the_span_failed_and_a_4xx_does_not() {
     assert_eq!(spans[1].name, "GET");
     assert!(attribute(&spans[1], "error.type").is_none());
     assert!(matches!(spans[2].status, Status::Error { .. }));
-    assert_eq!(attribute(&spans[2], "http.response.status_code"), Some(Value::I64(500)));
+    assert_eq!(
+        attribute(&spans[2], "http.response.status_code"),
+        Some(Value::I64(500))
+    );
 }
 
 #[test]
@@ -147,10 +169,19 @@ fn spans_the_application_makes_are_children_of_the_request() {
         serve(&app, TestRequest::get("/").build()).text()
     });
     let spans = finished(&spans);
-    let request = spans.iter().find(|span| span.span_kind == SpanKind::Server).unwrap();
-    let child = spans.iter().find(|span| span.name == "load user").expect("the tracing span");
+    let request = spans
+        .iter()
+        .find(|span| span.span_kind == SpanKind::Server)
+        .unwrap();
+    let child = spans
+        .iter()
+        .find(|span| span.name == "load user")
+        .expect("the tracing span");
     assert_eq!(child.parent_span_id, request.span_context.span_id());
-    assert_eq!(child.span_context.trace_id(), request.span_context.trace_id());
+    assert_eq!(
+        child.span_context.trace_id(),
+        request.span_context.trace_id()
+    );
     // The request's TraceId, as the layers inside see it.
     assert_eq!(body, request.span_context.trace_id().to_string());
 }
@@ -166,7 +197,12 @@ fn without_a_pipeline_an_incoming_trace_id_still_reaches_the_layers_inside() {
         serve(&app, traced).text(),
         "Some(TraceId(4bf92f3577b34da6a3ce929d0e0e4736))"
     );
-    let response = serve(&app, TestRequest::get("/").header("traceparent", "00-zz-00-01").build());
+    let response = serve(
+        &app,
+        TestRequest::get("/")
+            .header("traceparent", "00-zz-00-01")
+            .build(),
+    );
     assert_eq!(response.text(), "None");
     assert!(response.header("traceresponse").is_none());
 }

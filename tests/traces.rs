@@ -1,0 +1,239 @@
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{OtlpReceiver, TempPath, Turnstile, example, get_with, wait_until};
+
+/// `kind` of a SERVER span in OTLP.
+const SERVER: u64 = 2;
+/// `status.code` of an ERROR span in OTLP.
+const ERROR: u64 = 2;
+
+fn start_exporting(receiver: &OtlpReceiver, args: &[&str]) -> Turnstile {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+    command
+        .args(["--bind", "127.0.0.1:0"])
+        .args(args)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_TRACES_SAMPLER");
+    Turnstile::start_command(command)
+}
+
+fn text<'a>(span: &'a Value, key: &str) -> &'a str {
+    span[key].as_str().unwrap_or_default()
+}
+
+// ANCHOR: acceptance
+#[test]
+fn one_server_span_per_request_continued_exported_by_each_worker_and_logged() {
+    let receiver = OtlpReceiver::start();
+    let log = TempPath::new("traces-access.log");
+    let mut server = start_exporting(
+        &receiver,
+        &[
+            "--workers",
+            "2",
+            "--access-log",
+            log.as_str(),
+            "--access-log-format",
+            "json",
+        ],
+    );
+    server.wait_for_workers(2);
+
+    // 40 new traces from 4 clients at once, so both workers serve.
+    let answers: Vec<(String, String)> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|client| {
+                let addr = server.addr().to_owned();
+                scope.spawn(move || {
+                    (0..10)
+                        .map(|n| {
+                            let reply = get_with(&addr, &format!("/?client={client}&n={n}"), &[]);
+                            assert_eq!(reply.status, 200);
+                            let id = reply.header("x-request-id").unwrap().to_owned();
+                            (id, reply.header("traceresponse").unwrap().to_owned())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    // 10 requests that continue a caller's trace.
+    let mut continued = HashMap::new();
+    for n in 0..10u32 {
+        let trace_id = format!("{:032x}", 0x4bf9_2f35_0000_0000_u128 + u128::from(n));
+        let parent = format!("{:016x}", 0x00f0_67aa_0000_0000_u64 + u64::from(n));
+        let traceparent = format!("00-{trace_id}-{parent}-01");
+        let reply = get_with(server.addr(), "/healthz", &[("traceparent", &traceparent)]);
+        assert!(
+            reply
+                .header("traceresponse")
+                .unwrap()
+                .starts_with(&format!("00-{trace_id}-"))
+        );
+        continued.insert(trace_id, parent);
+    }
+    assert_eq!(get_with(server.addr(), "/error", &[]).status, 500);
+
+    // Spans still batched are sent as the workers stop.
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(30)).unwrap().success());
+    let spans = receiver.wait_for_spans(51, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let spans = if receiver.spans().len() > spans.len() {
+        receiver.spans()
+    } else {
+        spans
+    };
+    let servers: Vec<&Value> = spans.iter().filter(|s| s["kind"] == SERVER).collect();
+    assert_eq!(servers.len(), 51, "one SERVER span per request");
+
+    // Continued traces keep the caller's trace id, with its span as parent.
+    for (trace_id, parent) in &continued {
+        let span = servers
+            .iter()
+            .find(|span| text(span, "trace_id") == trace_id)
+            .unwrap_or_else(|| panic!("no span continues {trace_id}"));
+        assert_eq!(text(span, "parent_span_id"), parent);
+        assert_eq!(text(span, "name"), "GET /healthz");
+    }
+    // New traces: 40 distinct ids, told to the client in traceresponse.
+    let roots: HashSet<&str> = servers
+        .iter()
+        .filter(|span| text(span, "parent_span_id").is_empty())
+        .map(|span| text(span, "trace_id"))
+        .collect();
+    assert_eq!(roots.len(), 41, "no duplicate trace ids across the workers");
+    for (_, traceresponse) in &answers {
+        assert!(roots.contains(&traceresponse[3..35]), "{traceresponse}");
+    }
+    let root = servers
+        .iter()
+        .find(|span| text(span, "name") == "GET /")
+        .unwrap();
+    let attributes = &root["attributes"];
+    assert_eq!(attributes["http.request.method"], "GET");
+    assert_eq!(attributes["url.path"], "/");
+    assert_eq!(attributes["url.scheme"], "http");
+    assert_eq!(attributes["http.route"], "/");
+    assert_eq!(attributes["http.response.status_code"], 200);
+    assert_eq!(attributes["client.address"], "127.0.0.1");
+    assert_eq!(attributes["network.protocol.version"], "1.1");
+    assert_eq!(attributes["server.address"], "test");
+    // A 500 is an error.
+    let failed = servers
+        .iter()
+        .find(|span| span["attributes"]["http.response.status_code"] == 500)
+        .unwrap();
+    assert_eq!(failed["status"], ERROR);
+    assert_eq!(failed["attributes"]["error.type"], "500");
+
+    // Each worker is its own service instance.
+    let lines: Vec<Value> = log
+        .read()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 51);
+    let pids: HashSet<u64> = lines
+        .iter()
+        .map(|line| line["pid"].as_u64().unwrap())
+        .collect();
+    let instances: HashSet<&str> = servers
+        .iter()
+        .map(|span| span["resource"]["service.instance.id"].as_str().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "both workers served");
+    assert_eq!(instances.len(), 2);
+    assert!(
+        servers
+            .iter()
+            .all(|span| span["resource"]["service.name"] == "turnstile")
+    );
+    // The access log carries each request's trace id.
+    let by_trace: HashSet<&str> = servers.iter().map(|span| text(span, "trace_id")).collect();
+    for line in &lines {
+        let trace_id = line["trace_id"].as_str().expect("a trace id in every line");
+        assert!(by_trace.contains(trace_id), "{line}");
+    }
+    for (id, traceresponse) in &answers {
+        let line = lines
+            .iter()
+            .find(|line| line["request_id"] == id.as_str())
+            .unwrap();
+        assert_eq!(line["trace_id"], traceresponse[3..35]);
+    }
+}
+// ANCHOR_END: acceptance
+
+#[test]
+fn with_the_sdk_disabled_nothing_is_exported_and_the_callers_trace_is_still_logged() {
+    let receiver = OtlpReceiver::start();
+    let log = TempPath::new("traces-disabled.log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+    command
+        .args(["--bind", "127.0.0.1:0", "--access-log", log.as_str()])
+        .args(["--access-log-format", "json"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_SDK_DISABLED", "true");
+    let mut server = Turnstile::start_command(command);
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = get_with(server.addr(), "/", &[("traceparent", traceparent)]);
+    assert_eq!(reply.status, 200);
+    assert!(reply.header("traceresponse").is_none());
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(30)).unwrap().success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(receiver.spans().is_empty());
+    let line: Value = serde_json::from_str(log.read().lines().next().unwrap()).unwrap();
+    assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+}
+
+#[test]
+fn the_example_exports_the_applications_spans_as_children() {
+    let receiver = OtlpReceiver::start();
+    let mut command = Command::new(example("tracing_app"));
+    command
+        .arg("127.0.0.1:0")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_SERVICE_NAME", "shop");
+    let server = Turnstile::start_command(command);
+    server.wait_for_workers(2);
+    let reply = get_with(server.addr(), "/checkout", &[]);
+    assert_eq!(reply.body, "charged 42\n");
+    let trace_id = reply.header("traceresponse").unwrap()[3..35].to_owned();
+    // The batch is sent within the processor's delay (5 s).
+    let spans = wait_until(Duration::from_secs(15), || {
+        let spans: Vec<Value> = receiver
+            .spans()
+            .into_iter()
+            .filter(|span| text(span, "trace_id") == trace_id)
+            .collect();
+        (spans.len() >= 3).then_some(spans)
+    })
+    .expect("the request's span and its two children");
+    let request = spans.iter().find(|span| span["kind"] == SERVER).unwrap();
+    assert_eq!(text(request, "name"), "GET /checkout");
+    assert_eq!(request["resource"]["service.name"], "shop");
+    for child in ["price basket", "charge card"] {
+        let span = spans
+            .iter()
+            .find(|span| text(span, "name") == child)
+            .unwrap();
+        assert_eq!(
+            text(span, "parent_span_id"),
+            text(request, "span_id"),
+            "{child}"
+        );
+    }
+}
