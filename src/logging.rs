@@ -50,6 +50,7 @@ pub fn install(config: &Config, rust_log: Option<String>) -> Result<(), String> 
     } else {
         None
     };
+    // ANCHOR: bridge
     // The application's `tracing` spans become OpenTelemetry spans, children
     // of the request's, when spans are exported at all.
     let spans = (config.middleware.contains(&"tracing") && export::is_configured())
@@ -58,6 +59,7 @@ pub fn install(config: &Config, rust_log: Option<String>) -> Result<(), String> 
         .with(ErrorLog.with_filter(events))
         .with(access_log)
         .with(spans);
+    // ANCHOR_END: bridge
     tracing::subscriber::set_global_default(subscriber).map_err(|e| e.to_string())
 }
 

@@ -116,6 +116,7 @@ fn build_app(config: &Config) -> SharedApp {
     SharedApp::new(stack.app(app))
 }
 
+// ANCHOR: tracing_layer
 /// The tracing layer: each worker builds its exporter from the
 /// environment (`OTEL_EXPORTER_OTLP_ENDPOINT` …) as it boots.
 fn tracing_layer(config: &Config) -> TraceRequests {
@@ -127,6 +128,7 @@ fn tracing_layer(config: &Config) -> TraceRequests {
     })
     .redactor(config.errors.redactor.clone())
 }
+// ANCHOR_END: tracing_layer
 
 fn bare_app(config: &Config) -> SharedApp {
     match config.app {

@@ -14,6 +14,11 @@ use turnstile_core::test::{TestRequest, serve};
 use turnstile_core::{Application, Layer, Request, Response, Uuid};
 use turnstile_middleware::error_capture::{ErrorCapture, sentry};
 use turnstile_middleware::headers::InjectHeaders;
+use turnstile_middleware::traces::TraceRequests;
+use turnstile_middleware::traces::opentelemetry_sdk::error::OTelSdkResult;
+use turnstile_middleware::traces::opentelemetry_sdk::trace::{
+    SdkTracerProvider, SpanData, SpanExporter,
+};
 use turnstile_middleware::metrics::HttpMetrics;
 use turnstile_middleware::request_log::{AccessFormat, AccessLog, Output, RequestLog};
 
@@ -125,5 +130,31 @@ fn layers(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, layers);
+/// An exporter that drops what it is given: the batch processor's thread
+/// does the sending, so the request pays for the span and the queue only.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+fn tracing_layer(c: &mut Criterion) {
+    bench(c, "tracing, no exporter", &TraceRequests::new().layer(hello));
+    let exporting = TraceRequests::with_provider(|| {
+        SdkTracerProvider::builder()
+            .with_batch_exporter(Discard)
+            .build()
+    });
+    bench(
+        c,
+        "tracing, batch exporter (success path)",
+        &exporting.layer(hello),
+    );
+}
+
+criterion_group!(benches, layers, tracing_layer);
 criterion_main!(benches);
