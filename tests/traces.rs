@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{OtlpReceiver, TempPath, Turnstile, example, get_with, wait_until};
+use turnstile::middleware::error_capture::sentry::protocol::Context;
+
+use crate::support::{
+    OtlpReceiver, SentryReceiver, TempPath, Turnstile, example, get_with, wait_until,
+};
 
 /// `kind` of a SERVER span in OTLP.
 const SERVER: u64 = 2;
@@ -236,4 +240,40 @@ fn the_example_exports_the_applications_spans_as_children() {
             "{child}"
         );
     }
+}
+
+#[test]
+fn a_sentry_event_names_the_trace_of_the_request_that_failed() {
+    let spans = OtlpReceiver::start();
+    let sentry = SentryReceiver::start();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+    command
+        .args(["--bind", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", spans.endpoint())
+        .env_remove("OTEL_SDK_DISABLED")
+        .env("SENTRY_DSN", sentry.dsn());
+    let mut server = Turnstile::start_command(command);
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = get_with(server.addr(), "/error", &[("traceparent", traceparent)]);
+    assert_eq!(reply.status, 500);
+    let events = sentry.wait_for_events(1, Duration::from_secs(10));
+    let event = &events[0];
+    assert_eq!(event.tags["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    match &event.contexts["trace"] {
+        Context::Trace(trace) => {
+            assert_eq!(
+                trace.trace_id.to_string(),
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+        }
+        other => panic!("no trace context: {other:?}"),
+    }
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(30)).unwrap().success());
+    let exported = spans.wait_for_spans(1, Duration::from_secs(10));
+    assert_eq!(
+        text(&exported[0], "trace_id"),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(exported[0]["status"], ERROR);
 }

@@ -14,13 +14,13 @@ use turnstile_core::test::{TestRequest, serve};
 use turnstile_core::{Application, Layer, Request, Response, Uuid};
 use turnstile_middleware::error_capture::{ErrorCapture, sentry};
 use turnstile_middleware::headers::InjectHeaders;
+use turnstile_middleware::metrics::HttpMetrics;
+use turnstile_middleware::request_log::{AccessFormat, AccessLog, Output, RequestLog};
 use turnstile_middleware::traces::TraceRequests;
 use turnstile_middleware::traces::opentelemetry_sdk::error::OTelSdkResult;
 use turnstile_middleware::traces::opentelemetry_sdk::trace::{
     SdkTracerProvider, SpanData, SpanExporter,
 };
-use turnstile_middleware::metrics::HttpMetrics;
-use turnstile_middleware::request_log::{AccessFormat, AccessLog, Output, RequestLog};
 
 fn hello(_request: Request) -> Response {
     Response::new("Hello, world!\n".into())
@@ -143,7 +143,11 @@ impl SpanExporter for Discard {
 }
 
 fn tracing_layer(c: &mut Criterion) {
-    bench(c, "tracing, no exporter", &TraceRequests::new().layer(hello));
+    bench(
+        c,
+        "tracing, no exporter",
+        &TraceRequests::new().layer(hello),
+    );
     let exporting = TraceRequests::with_provider(|| {
         SdkTracerProvider::builder()
             .with_batch_exporter(Discard)

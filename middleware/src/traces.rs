@@ -89,6 +89,7 @@ pub const TRACE_RESPONSE: &str = "traceresponse";
 /// The instrumentation scope the spans are reported under.
 pub const SCOPE: &str = "turnstile";
 
+// ANCHOR: process_tracer
 /// The tracer for `tracing-opentelemetry`'s layer in a subscriber built
 /// before the fork: each span goes to the provider of the process that
 /// makes it (the global one, which [`Pipeline::new`] sets in each worker),
@@ -107,6 +108,7 @@ impl Tracer for ProcessTracer {
         opentelemetry::global::tracer(SCOPE).build_with_context(builder, parent_cx)
     }
 }
+// ANCHOR_END: process_tracer
 
 /// The tracing layer. See the [module docs](self).
 #[derive(Clone, Debug)]
@@ -115,6 +117,7 @@ pub struct TraceRequests {
     pipeline: Option<PerProcess<Option<Pipeline>>>,
 }
 
+// ANCHOR: pipeline
 /// One process's tracer provider and the tracer the layer uses.
 pub struct Pipeline {
     provider: SdkTracerProvider,
@@ -145,6 +148,7 @@ impl Drop for Pipeline {
             .shutdown_with_timeout(export::SHUTDOWN_TIMEOUT);
     }
 }
+// ANCHOR_END: pipeline
 
 impl Default for TraceRequests {
     fn default() -> Self {
@@ -152,6 +156,7 @@ impl Default for TraceRequests {
     }
 }
 
+// ANCHOR: constructors
 impl TraceRequests {
     /// A layer that exports nothing: it continues an incoming
     /// `traceparent`'s trace id for the logs, and costs next to nothing.
@@ -187,6 +192,7 @@ impl TraceRequests {
         self
     }
 }
+// ANCHOR_END: constructors
 
 impl<A: Application> Layer<A> for TraceRequests {
     type Application = Traced<A>;
@@ -206,6 +212,7 @@ pub struct Traced<A> {
     layer: TraceRequests,
 }
 
+// ANCHOR: propagator
 /// W3C trace context and baggage, in and out.
 static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
     TextMapCompositePropagator::new(vec![
@@ -213,6 +220,7 @@ static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
         Box::new(BaggagePropagator::new()),
     ])
 });
+// ANCHOR_END: propagator
 
 // ANCHOR: handle
 impl<A: Application> Application for Traced<A> {
@@ -350,6 +358,7 @@ impl MethodName {
     }
 }
 
+// ANCHOR: span_name
 /// `GET /users/{id}`, `GET`, or `HTTP` for an unknown method.
 fn span_name(method: &MethodName, route: Option<&Route>) -> String {
     let method = match method {
@@ -361,6 +370,7 @@ fn span_name(method: &MethodName, route: Option<&Route>) -> String {
         None => method.to_owned(),
     }
 }
+// ANCHOR_END: span_name
 
 fn request_attributes(
     request: &Request,
@@ -459,6 +469,7 @@ fn error_type(error: &(dyn std::error::Error + 'static)) -> Cow<'static, str> {
     }
 }
 
+// ANCHOR: incoming
 /// The trace id of a valid incoming `traceparent`, without the SDK.
 fn incoming_trace_id(headers: &HeaderMap) -> Option<TraceId> {
     let value = headers.get("traceparent")?.to_str().ok()?;
@@ -473,4 +484,5 @@ fn incoming_trace_id(headers: &HeaderMap) -> Option<TraceId> {
     }
     (bytes != [0; 16]).then_some(TraceId(bytes))
 }
+// ANCHOR_END: incoming
 // ANCHOR_END: all

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use sentry::integrations::backtrace::ProcessStacktraceIntegration;
 use sentry::integrations::contexts::ContextIntegration;
-use sentry::protocol::{Event, Exception, IpAddress, Level, Map, Mechanism, User, Value};
+use sentry::protocol::{
+    Context, Event, Exception, IpAddress, Level, Map, Mechanism, TraceContext, User, Value,
+};
 use sentry::transports::UreqHttpTransportOptions;
 use sentry::types::Scheme;
 use sentry::types::Uuid;
@@ -209,6 +211,20 @@ impl Facts {
         if let Some(trace_id) = self.trace_id {
             tags.entry("trace_id".into())
                 .or_insert_with(|| trace_id.to_string());
+            // Sentry links an event to a trace by its trace context, which
+            // the scope filled with a trace of Sentry's own.
+            match event.contexts.get_mut("trace") {
+                Some(Context::Trace(trace)) => trace.trace_id = trace_id.0.into(),
+                _ => {
+                    event.contexts.insert(
+                        "trace".into(),
+                        Context::Trace(Box::new(TraceContext {
+                            trace_id: trace_id.0.into(),
+                            ..Default::default()
+                        })),
+                    );
+                }
+            }
         }
         tags.entry("worker_id".into())
             .or_insert_with(|| self.worker.id.to_string());

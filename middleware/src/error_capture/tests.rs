@@ -228,6 +228,12 @@ fn the_trace_id_is_a_tag() {
     serve(&app, request);
     let event = &transport.fetch_and_clear_events()[0];
     assert_eq!(event.tags["trace_id"], "ab".repeat(16));
+    match &event.contexts["trace"] {
+        sentry::protocol::Context::Trace(trace) => {
+            assert_eq!(trace.trace_id.to_string(), "ab".repeat(16));
+        }
+        other => panic!("not a trace context: {other:?}"),
+    }
 }
 
 #[test]
