@@ -1,3 +1,4 @@
+// ANCHOR: all
 //! The pipeline each worker builds: a batch processor exporting OTLP over
 //! HTTP/protobuf with a blocking client, configured by OpenTelemetry's
 //! standard environment variables.
@@ -122,3 +123,4 @@ impl HttpClient for UreqClient {
     }
 }
 // ANCHOR_END: client
+// ANCHOR_END: all
