@@ -53,8 +53,12 @@ pub fn install(config: &Config, rust_log: Option<String>) -> Result<(), String> 
     // ANCHOR: bridge
     // The application's `tracing` spans become OpenTelemetry spans, children
     // of the request's, when spans are exported at all.
-    let spans = (config.middleware.contains(&"tracing") && export::is_configured())
-        .then(|| tracing_opentelemetry::layer().with_tracer(ProcessTracer));
+    let spans = (config.middleware.contains(&"tracing") && export::is_configured()).then(|| {
+        // The spans the log level lets through, as for the error log.
+        tracing_opentelemetry::layer()
+            .with_tracer(ProcessTracer)
+            .with_filter(events.clone())
+    });
     let subscriber = Registry::default()
         .with(ErrorLog.with_filter(events))
         .with(access_log)

@@ -120,6 +120,11 @@ fn build_app(config: &Config) -> SharedApp {
 /// The tracing layer: each worker builds its exporter from the
 /// environment (`OTEL_EXPORTER_OTLP_ENDPOINT` …) as it boots.
 fn tracing_layer(config: &Config) -> TraceRequests {
+    // Without an endpoint, only an incoming traceparent is read: no
+    // per-process pipeline to look up on every request.
+    if !export::is_configured() {
+        return TraceRequests::new().redactor(config.errors.redactor.clone());
+    }
     TraceRequests::with_pipeline(|| {
         export::from_env("turnstile", env!("CARGO_PKG_VERSION")).unwrap_or_else(|error| {
             log::warning(format_args!("tracing is off in this worker: {error}"));
@@ -159,6 +164,12 @@ fn main() -> ExitCode {
     if args.check_config {
         println!("turnstile: the configuration is valid");
         return ExitCode::SUCCESS;
+    }
+    if config.middleware.contains(&"tracing")
+        && let Err(error) = export::check_env()
+    {
+        eprintln!("turnstile: {error}");
+        return ExitCode::from(2);
     }
     if let Err(error) = log::to_file(Path::new(&config.error_log)) {
         eprintln!(

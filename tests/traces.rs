@@ -15,16 +15,27 @@ const SERVER: u64 = 2;
 /// `status.code` of an ERROR span in OTLP.
 const ERROR: u64 = 2;
 
+/// A command for the binary with none of the caller's OpenTelemetry or
+/// proxy settings: only what the test sets.
+fn command(binary: &std::path::Path) -> Command {
+    let mut command = Command::new(binary);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("OTEL_") || name.to_ascii_lowercase().ends_with("_proxy") {
+            command.env_remove(name);
+        }
+    }
+    command.env("NO_PROXY", "127.0.0.1");
+    command
+}
+
 fn start_exporting(receiver: &OtlpReceiver, args: &[&str]) -> Turnstile {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+    let mut command = command(env!("CARGO_BIN_EXE_turnstile").as_ref());
     command
         .args(["--bind", "127.0.0.1:0"])
         .args(args)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("OTEL_SDK_DISABLED")
-        .env_remove("OTEL_SERVICE_NAME")
-        .env_remove("OTEL_TRACES_SAMPLER");
+        // Nothing is sent before the workers stop, unless they flush then.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000");
     Turnstile::start_command(command)
 }
 
@@ -50,28 +61,46 @@ fn one_server_span_per_request_continued_exported_by_each_worker_and_logged() {
     );
     server.wait_for_workers(2);
 
-    // 40 new traces from 4 clients at once, so both workers serve.
-    let answers: Vec<(String, String)> = std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..4)
-            .map(|client| {
-                let addr = server.addr().to_owned();
-                scope.spawn(move || {
-                    (0..10)
-                        .map(|n| {
-                            let reply = get_with(&addr, &format!("/?client={client}&n={n}"), &[]);
-                            assert_eq!(reply.status, 200);
-                            let id = reply.header("x-request-id").unwrap().to_owned();
-                            (id, reply.header("traceresponse").unwrap().to_owned())
-                        })
-                        .collect::<Vec<_>>()
+    // New traces from 4 clients at once, in rounds until both workers
+    // have served (they share one listening socket).
+    let mut answers: Vec<(String, String)> = Vec::new();
+    let mut pids = HashSet::new();
+    for round in 0..20 {
+        let replies: Vec<_> = std::thread::scope(|scope| {
+            let clients: Vec<_> = (0..4)
+                .map(|client| {
+                    let addr = server.addr().to_owned();
+                    scope.spawn(move || {
+                        (0..10)
+                            .map(|n| {
+                                let target =
+                                    format!("/per-process?round={round}&client={client}&n={n}");
+                                get_with(&addr, &target, &[])
+                            })
+                            .collect::<Vec<_>>()
+                    })
                 })
-            })
-            .collect();
-        clients
-            .into_iter()
-            .flat_map(|c| c.join().unwrap())
-            .collect()
-    });
+                .collect();
+            clients
+                .into_iter()
+                .flat_map(|c| c.join().unwrap())
+                .collect()
+        });
+        for reply in replies {
+            assert_eq!(reply.status, 200);
+            let body: Value = serde_json::from_str(&reply.body).unwrap();
+            pids.insert(body["pid"].as_u64().unwrap());
+            answers.push((
+                reply.header("x-request-id").unwrap().to_owned(),
+                reply.header("traceresponse").unwrap().to_owned(),
+            ));
+        }
+        if pids.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "both workers served");
+    let roots_sent = answers.len();
     // 10 requests that continue a caller's trace.
     let mut continued = HashMap::new();
     for n in 0..10u32 {
@@ -92,7 +121,8 @@ fn one_server_span_per_request_continued_exported_by_each_worker_and_logged() {
     // Spans still batched are sent as the workers stop.
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(30)).unwrap().success());
-    let spans = receiver.wait_for_spans(51, Duration::from_secs(10));
+    let total = roots_sent + 11;
+    let spans = receiver.wait_for_spans(total, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let spans = if receiver.spans().len() > spans.len() {
         receiver.spans()
@@ -100,7 +130,7 @@ fn one_server_span_per_request_continued_exported_by_each_worker_and_logged() {
         spans
     };
     let servers: Vec<&Value> = spans.iter().filter(|s| s["kind"] == SERVER).collect();
-    assert_eq!(servers.len(), 51, "one SERVER span per request");
+    assert_eq!(servers.len(), total, "one SERVER span per request");
 
     // Continued traces keep the caller's trace id, with its span as parent.
     for (trace_id, parent) in &continued {
@@ -117,19 +147,30 @@ fn one_server_span_per_request_continued_exported_by_each_worker_and_logged() {
         .filter(|span| text(span, "parent_span_id").is_empty())
         .map(|span| text(span, "trace_id"))
         .collect();
-    assert_eq!(roots.len(), 41, "no duplicate trace ids across the workers");
+    assert_eq!(
+        roots.len(),
+        roots_sent + 1,
+        "no duplicate trace ids across the workers"
+    );
     for (_, traceresponse) in &answers {
         assert!(roots.contains(&traceresponse[3..35]), "{traceresponse}");
     }
     let root = servers
         .iter()
-        .find(|span| text(span, "name") == "GET /")
+        .find(|span| text(span, "name") == "GET /per-process")
         .unwrap();
     let attributes = &root["attributes"];
     assert_eq!(attributes["http.request.method"], "GET");
-    assert_eq!(attributes["url.path"], "/");
+    assert_eq!(attributes["url.path"], "/per-process");
+    assert!(
+        attributes["url.query"]
+            .as_str()
+            .unwrap()
+            .starts_with("round=")
+    );
     assert_eq!(attributes["url.scheme"], "http");
-    assert_eq!(attributes["http.route"], "/");
+    assert_eq!(attributes["http.route"], "/per-process");
+    assert_eq!(attributes["server.port"], 80);
     assert_eq!(attributes["http.response.status_code"], 200);
     assert_eq!(attributes["client.address"], "127.0.0.1");
     assert_eq!(attributes["network.protocol.version"], "1.1");
@@ -148,16 +189,11 @@ fn one_server_span_per_request_continued_exported_by_each_worker_and_logged() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(lines.len(), 51);
-    let pids: HashSet<u64> = lines
-        .iter()
-        .map(|line| line["pid"].as_u64().unwrap())
-        .collect();
+    assert_eq!(lines.len(), total);
     let instances: HashSet<&str> = servers
         .iter()
         .map(|span| span["resource"]["service.instance.id"].as_str().unwrap())
         .collect();
-    assert_eq!(pids.len(), 2, "both workers served");
     assert_eq!(instances.len(), 2);
     assert!(
         servers
@@ -184,7 +220,7 @@ fn one_server_span_per_request_continued_exported_by_each_worker_and_logged() {
 fn with_the_sdk_disabled_nothing_is_exported_and_the_callers_trace_is_still_logged() {
     let receiver = OtlpReceiver::start();
     let log = TempPath::new("traces-disabled.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+    let mut command = command(env!("CARGO_BIN_EXE_turnstile").as_ref());
     command
         .args(["--bind", "127.0.0.1:0", "--access-log", log.as_str()])
         .args(["--access-log-format", "json"])
@@ -206,17 +242,18 @@ fn with_the_sdk_disabled_nothing_is_exported_and_the_callers_trace_is_still_logg
 #[test]
 fn the_example_exports_the_applications_spans_as_children() {
     let receiver = OtlpReceiver::start();
-    let mut command = Command::new(example("tracing_app"));
+    let mut command = command(&example("tracing_app"));
     command
         .arg("127.0.0.1:0")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .env("OTEL_SERVICE_NAME", "shop");
     let server = Turnstile::start_command(command);
     server.wait_for_workers(2);
     let reply = get_with(server.addr(), "/checkout", &[]);
     assert_eq!(reply.body, "charged 42\n");
     let trace_id = reply.header("traceresponse").unwrap()[3..35].to_owned();
-    // The batch is sent within the processor's delay (5 s).
+    // The batch is sent within the processor's delay (200 ms here).
     let spans = wait_until(Duration::from_secs(15), || {
         let spans: Vec<Value> = receiver
             .spans()
@@ -246,11 +283,10 @@ fn the_example_exports_the_applications_spans_as_children() {
 fn a_sentry_event_names_the_trace_of_the_request_that_failed() {
     let spans = OtlpReceiver::start();
     let sentry = SentryReceiver::start();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+    let mut command = command(env!("CARGO_BIN_EXE_turnstile").as_ref());
     command
         .args(["--bind", "127.0.0.1:0"])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", spans.endpoint())
-        .env_remove("OTEL_SDK_DISABLED")
         .env("SENTRY_DSN", sentry.dsn());
     let mut server = Turnstile::start_command(command);
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -276,4 +312,50 @@ fn a_sentry_event_names_the_trace_of_the_request_that_failed() {
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
     assert_eq!(exported[0]["status"], ERROR);
+}
+
+#[test]
+fn spans_batched_by_a_recycled_worker_are_sent_and_bad_settings_exit_2() {
+    let receiver = OtlpReceiver::start();
+    let server = start_exporting(&receiver, &["--workers", "2", "--max-requests", "5"]);
+    server.wait_for_workers(2);
+    // 22 requests: the two workers alive at the end hold at most 4 each,
+    // so at least three workers retired with their 5.
+    for n in 0..22 {
+        assert_eq!(
+            get_with(server.addr(), &format!("/?n={n}"), &[]).status,
+            200
+        );
+    }
+    // The batch delay is ten minutes: what arrives was flushed as the
+    // workers that served it retired.
+    let spans = receiver.wait_for_spans(15, Duration::from_secs(15));
+    assert!(spans.iter().all(|span| span["kind"] == SERVER));
+    let instances: HashSet<&str> = spans
+        .iter()
+        .map(|span| span["resource"]["service.instance.id"].as_str().unwrap())
+        .collect();
+    assert!(instances.len() >= 3, "{instances:?}");
+    drop(server);
+
+    for (name, value, named) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "only http/protobuf"),
+        ("OTEL_TRACES_EXPORTER", "zipkin", "only otlp"),
+        (
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "soon",
+            "expected milliseconds",
+        ),
+    ] {
+        let output = command(env!("CARGO_BIN_EXE_turnstile").as_ref())
+            .args(["--bind", "127.0.0.1:0"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{stderr}");
+        assert!(output.stdout.is_empty(), "nothing started");
+    }
 }

@@ -71,7 +71,8 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use turnstile_core::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use turnstile_core::{
-    AppResult, Application, Environ, Layer, PerProcess, Request, Route, TraceId, on_complete,
+    AppResult, Application, Environ, Layer, Outcome, PerProcess, Request, Route, TraceId,
+    on_complete,
 };
 
 use crate::request_log::Redactor;
@@ -225,8 +226,13 @@ static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
 // ANCHOR: handle
 impl<A: Application> Application for Traced<A> {
     fn handle(&self, mut request: Request) -> AppResult {
-        let pipeline = self.layer.pipeline.as_ref().map(PerProcess::get);
-        let Some(Some(pipeline)) = pipeline.as_deref() else {
+        // The tracer only: the pipeline itself stays with the process, so
+        // that its teardown can shut it down while requests are in flight.
+        let tracer = match self.layer.pipeline.as_ref().map(PerProcess::get) {
+            Some(pipeline) => pipeline.as_ref().as_ref().map(|p| p.tracer.clone()),
+            None => None,
+        };
+        let Some(tracer) = tracer else {
             // Not exporting: the caller's trace id still reaches the logs.
             if let Some(trace_id) = incoming_trace_id(request.headers()) {
                 request.extensions_mut().insert(trace_id);
@@ -235,17 +241,20 @@ impl<A: Application> Application for Traced<A> {
         };
         let parent = PROPAGATOR.extract(&HeaderExtractor(request.headers()));
         let method = MethodName::of(request.method());
-        let span = pipeline
-            .tracer
+        let routed_at_start = Route::of_request(&request).is_some();
+        let span = tracer
             .span_builder(span_name(&method, Route::of_request(&request)))
             .with_kind(SpanKind::Server)
             .with_attributes(request_attributes(&request, &method, &self.layer.redactor))
-            .start_with_context(&pipeline.tracer, &parent);
+            .start_with_context(&tracer, &parent);
         let cx = parent.with_span(span);
         let ids = cx.span().span_context().clone();
-        request
-            .extensions_mut()
-            .insert(TraceId(ids.trace_id().to_bytes()));
+        // Invalid once the provider is shut down: no id beats a zero id.
+        if ids.is_valid() {
+            request
+                .extensions_mut()
+                .insert(TraceId(ids.trace_id().to_bytes()));
+        }
         let mut open = OpenSpan(Some(cx.clone()));
         // Current while the application runs: its spans are children.
         let result = {
@@ -260,24 +269,29 @@ impl<A: Application> Application for Traced<A> {
                     &cx,
                     None,
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    Some(error_type(&*error)),
+                    Some("_OTHER".into()),
                 );
                 return Err(error);
             }
         };
-        let value = format!(
-            "00-{}-{}-{:02x}",
-            ids.trace_id(),
-            ids.span_id(),
-            ids.trace_flags().to_u8()
-        );
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(TRACE_RESPONSE, value);
+        if ids.is_valid() {
+            let value = format!(
+                "00-{}-{}-{:02x}",
+                ids.trace_id(),
+                ids.span_id(),
+                ids.trace_flags().to_u8()
+            );
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(TRACE_RESPONSE, value);
+            }
         }
         let named = Route::of_response(&response)
+            .filter(|_| !routed_at_start)
             .map(|route| (span_name(&method, Some(route)), route.clone()));
         on_complete(&mut response, move |done| {
-            finish(&cx, named, done.status, None);
+            // A response cut short failed, whatever its status said.
+            let error = (done.outcome == Outcome::Aborted).then(|| "aborted".into());
+            finish(&cx, named, done.status, error);
         });
         Ok(response)
     }
@@ -319,15 +333,18 @@ fn finish(
         i64::from(status.as_u16()),
     ));
     // A 4xx is the client's mistake, not the server's: only 5xx and errors
-    // mark a SERVER span as failed.
-    let error = error.or_else(|| {
-        status
-            .is_server_error()
-            .then(|| status.as_str().to_owned().into())
-    });
-    if let Some(error) = error {
-        span.set_attribute(KeyValue::new("error.type", error.clone()));
-        span.set_status(Status::error(error));
+    // mark a SERVER span as failed, and the status code explains a 5xx, so
+    // only other failures get a description.
+    match (error, status.is_server_error()) {
+        (Some(error), _) => {
+            span.set_attribute(KeyValue::new("error.type", error.clone()));
+            span.set_status(Status::error(error));
+        }
+        (None, true) => {
+            span.set_attribute(KeyValue::new("error.type", status.as_str().to_owned()));
+            span.set_status(Status::error(""));
+        }
+        (None, false) => {}
     }
     span.end();
 }
@@ -446,8 +463,16 @@ fn server_address(request: &Request, environ: &Environ) -> (Option<String>, Opti
                 .and_then(|host| host.to_str().ok())
                 .map(str::to_owned)
         });
+    let default_port = if environ.scheme.as_str() == "https" {
+        443
+    } else {
+        80
+    };
     match authority.and_then(|text| text.parse::<turnstile_core::http::uri::Authority>().ok()) {
-        Some(authority) => (Some(authority.host().to_owned()), authority.port_u16()),
+        Some(authority) => (
+            Some(authority.host().to_owned()),
+            Some(authority.port_u16().unwrap_or(default_port)),
+        ),
         None => match environ.server_addr {
             Some(addr) => (Some(addr.ip().to_string()), Some(addr.port())),
             None => (None, None),
@@ -455,27 +480,20 @@ fn server_address(request: &Request, environ: &Environ) -> (Option<String>, Opti
     }
 }
 
-/// `error.type` of an error: its type's name, as its `Debug` starts.
-fn error_type(error: &(dyn std::error::Error + 'static)) -> Cow<'static, str> {
-    let debug = format!("{error:?}");
-    let name: String = debug
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-        .collect();
-    if name.is_empty() {
-        Cow::Borrowed("_OTHER")
-    } else {
-        Cow::Owned(name)
-    }
-}
-
-// ANCHOR: incoming
 /// The trace id of a valid incoming `traceparent`, without the SDK.
 fn incoming_trace_id(headers: &HeaderMap) -> Option<TraceId> {
     let value = headers.get("traceparent")?.to_str().ok()?;
     let mut parts = value.trim().split('-');
     let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
-    if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 {
+    let lower_hex = |text: &str| text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if version.len() != 2
+        || version == "ff"
+        || trace.len() != 32
+        || span.len() != 16
+        || !lower_hex(version)
+        || !lower_hex(trace)
+        || !lower_hex(span)
+    {
         return None;
     }
     let mut bytes = [0u8; 16];

@@ -9,16 +9,19 @@
 
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
+use opentelemetry::{Key, KeyValue};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-/// How long an export may take, connection included.
-pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a process on its way out waits for its last spans to be sent.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an export may take, connection included, unless
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT` (in
+/// milliseconds) says otherwise.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a process on its way out waits for its last spans to be sent:
+/// one export's worth.
+pub const SHUTDOWN_TIMEOUT: Duration = EXPORT_TIMEOUT;
 
 /// The variables that name where spans go; without one, nothing is
 /// exported.
@@ -27,32 +30,92 @@ pub const ENDPOINT_VARIABLES: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
-/// Whether the environment names an endpoint and leaves the SDK enabled:
-/// whether [`from_env`] builds a provider.
+fn variable(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// The first of `names` that is set.
+fn first(names: [&str; 2]) -> Option<(&str, String)> {
+    names
+        .into_iter()
+        .find_map(|name| variable(name).map(|value| (name, value)))
+}
+
+/// Whether the environment asks for spans to be exported: an endpoint is
+/// set, `OTEL_SDK_DISABLED` is not `true` and `OTEL_TRACES_EXPORTER` is
+/// not `none`. Whether [`from_env`] builds a provider.
 pub fn is_configured() -> bool {
-    let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
-    let disabled = std::env::var("OTEL_SDK_DISABLED")
-        .is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
-    !disabled && ENDPOINT_VARIABLES.iter().any(|name| set(name))
+    let disabled = variable("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let none = variable("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    !disabled && !none && first(ENDPOINT_VARIABLES).is_some()
+}
+
+/// Checks what this pipeline cannot do, before anything starts: an
+/// exporter other than OTLP, a protocol other than HTTP/protobuf, a timeout
+/// that is not a number of milliseconds.
+///
+/// # Errors
+///
+/// The variable and why it cannot be used.
+pub fn check_env() -> Result<(), String> {
+    if !is_configured() {
+        return Ok(());
+    }
+    if let Some(exporter) = variable("OTEL_TRACES_EXPORTER")
+        && exporter != "otlp"
+    {
+        return Err(format!(
+            "OTEL_TRACES_EXPORTER={exporter}: only otlp (or none) is supported"
+        ));
+    }
+    if let Some((name, protocol)) = first([
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]) && protocol != "http/protobuf"
+    {
+        return Err(format!(
+            "{name}={protocol}: only http/protobuf is supported (no gRPC, no JSON)"
+        ));
+    }
+    export_timeout()?;
+    Ok(())
+}
+
+fn export_timeout() -> Result<Duration, String> {
+    match first([
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]) {
+        Some((name, millis)) => millis
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{name}={millis}: expected milliseconds")),
+        None => Ok(EXPORT_TIMEOUT),
+    }
 }
 
 // ANCHOR: from_env
 /// A tracer provider from the environment, as OpenTelemetry's SDKs read
-/// it, or `None` when `OTEL_SDK_DISABLED=true` or no endpoint is set:
+/// it, or `None` when [`is_configured`] is false:
 ///
 /// - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is) or
-///   `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` appended), and
-///   `OTEL_EXPORTER_OTLP_HEADERS`;
-/// - `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` (the service is
-///   `default_service` unless they name one);
+///   `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` appended),
+///   `OTEL_EXPORTER_OTLP_HEADERS`, and the `_TIMEOUT` variables;
+/// - `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`;
 /// - `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
 ///
-/// The resource also has `service.version` and a `service.instance.id`
-/// that is new in every process, so each worker is told apart.
+/// What the environment leaves out of the resource is filled in:
+/// `service.name` (`default_service`), `service.version`
+/// (`service_version`) and `service.instance.id`, new in every process, so
+/// each worker is told apart.
 ///
 /// # Errors
 ///
-/// The exporter cannot be built (an endpoint that is not a URL).
+/// What [`check_env`] refuses, or an exporter that cannot be built (an
+/// endpoint that is not a URL).
 pub fn from_env(
     default_service: &str,
     service_version: &str,
@@ -60,28 +123,46 @@ pub fn from_env(
     if !is_configured() {
         return Ok(None);
     }
-    let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
+    check_env()?;
+    let timeout = export_timeout()?;
     let exporter = SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
-        .with_timeout(EXPORT_TIMEOUT)
-        .with_http_client(UreqClient::new())
+        .with_timeout(timeout)
+        .with_http_client(UreqClient::with_timeout(timeout))
         .build()
         .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
-    let mut resource = Resource::builder().with_attributes([
-        KeyValue::new("service.version", service_version.to_owned()),
-        KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
-    ]);
-    let named = set("OTEL_SERVICE_NAME")
-        || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
-            .is_ok_and(|attributes| attributes.contains("service.name="));
-    if !named {
-        resource = resource.with_service_name(default_service.to_owned());
+    // The environment's resource first; ours only fills its gaps.
+    let from_env = Resource::builder().build();
+    let lacks = |key: &'static str| from_env.get(&Key::from_static_str(key)).is_none();
+    let mut defaults = Vec::new();
+    let unnamed = from_env
+        .get(&Key::from_static_str("service.name"))
+        .is_none_or(|name| name.as_str().starts_with("unknown_service"));
+    if unnamed {
+        defaults.push(KeyValue::new("service.name", default_service.to_owned()));
     }
+    if lacks("service.version") {
+        defaults.push(KeyValue::new("service.version", service_version.to_owned()));
+    }
+    if lacks("service.instance.id") {
+        defaults.push(KeyValue::new(
+            "service.instance.id",
+            uuid::Uuid::new_v4().to_string(),
+        ));
+    }
+    let resource = Resource::builder_empty()
+        .with_attributes(
+            from_env
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_attributes(defaults)
+        .build();
     Ok(Some(
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(resource.build())
+            .with_resource(resource)
             .build(),
     ))
 }
@@ -89,20 +170,43 @@ pub fn from_env(
 
 // ANCHOR: client
 /// OTLP's HTTP client, on `ureq`: blocking, which suits the batch
-/// processor's own thread, and bounded by [`EXPORT_TIMEOUT`].
+/// processor's own thread, and bounded by a timeout. A failed export is
+/// logged (at most once a minute), since the SDK's own logging is off.
 #[derive(Debug)]
-pub struct UreqClient(ureq::Agent);
+pub struct UreqClient {
+    agent: ureq::Agent,
+    last_complaint: std::sync::Mutex<Option<std::time::Instant>>,
+}
 
 impl UreqClient {
-    /// A client with the timeouts.
+    /// A client bounded by [`EXPORT_TIMEOUT`].
     pub fn new() -> Self {
+        Self::with_timeout(EXPORT_TIMEOUT)
+    }
+
+    /// A client bounded by `timeout`, connection included.
+    pub fn with_timeout(timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(1)))
-            .timeout_global(Some(EXPORT_TIMEOUT))
+            .timeout_connect(Some(timeout.min(Duration::from_secs(1))))
+            .timeout_global(Some(timeout))
             .build()
             .new_agent();
-        Self(agent)
+        Self {
+            agent,
+            last_complaint: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn complain(&self, what: &dyn std::fmt::Display) {
+        let mut last = self
+            .last_complaint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            *last = Some(std::time::Instant::now());
+            tracing::warn!(target: "turnstile::traces", "exporting spans failed: {what}");
+        }
     }
 }
 
@@ -116,7 +220,19 @@ impl Default for UreqClient {
 impl HttpClient for UreqClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let (parts, body) = request.into_parts();
-        let response = self.0.run(Request::from_parts(parts, body.to_vec()))?;
+        let response = match self.agent.run(Request::from_parts(parts, body.to_vec())) {
+            Ok(response) => response,
+            Err(error) => {
+                self.complain(&error);
+                return Err(error.into());
+            }
+        };
+        if response.status().as_u16() >= 400 {
+            self.complain(&format_args!(
+                "the collector answered {}",
+                response.status()
+            ));
+        }
         let (parts, mut body) = response.into_parts();
         let body = body.read_to_vec()?;
         Ok(Response::from_parts(parts, Bytes::from(body)))
