@@ -473,11 +473,11 @@ pub const SETTINGS: &[Setting] = &[
 ];
 
 /// The layers the binary knows, outermost first. Header injection sits
-/// outside the others, so that the logs and spans carry the request id the
-/// client sent; tracing sits outside request logging, so that the log line
-/// carries the trace id; metrics sit inside them, so they time the application; error
-/// capture is innermost, so the 500 it makes of a failure is what the
-/// others see.
+/// outside the others, so that the logs and error reports carry the request
+/// id the client sent; tracing sits outside request logging, so that the
+/// log line carries the trace id; metrics sit inside them, so they time the
+/// application; error capture is innermost, so the 500 it makes of a
+/// failure is what the others see.
 pub const LAYERS: &[&str] = &[
     "headers",
     "tracing",
