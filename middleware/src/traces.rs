@@ -480,6 +480,7 @@ fn server_address(request: &Request, environ: &Environ) -> (Option<String>, Opti
     }
 }
 
+// ANCHOR: incoming
 /// The trace id of a valid incoming `traceparent`, without the SDK.
 fn incoming_trace_id(headers: &HeaderMap) -> Option<TraceId> {
     let value = headers.get("traceparent")?.to_str().ok()?;
