@@ -350,54 +350,82 @@ pub(crate) fn example(name: &str) -> std::path::PathBuf {
     target.join("examples").join(name)
 }
 
-/// The stand-in for Sentry (`examples/sentry_receiver.rs`), on a free
-/// loopback port: every envelope the clients sent, as received.
-pub(crate) struct SentryReceiver {
+/// An example program that stands in for a service (Sentry, a collector)
+/// on a free loopback port, announces the address to use on its first
+/// line, then prints one line for each thing it receives.
+struct StandIn {
     child: Child,
-    dsn: String,
-    envelopes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    address: String,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-impl SentryReceiver {
-    pub(crate) fn start() -> Self {
-        let mut child = Command::new(example("sentry_receiver"))
+impl StandIn {
+    fn start(name: &str, announcement: &str) -> Self {
+        let mut child = Command::new(example(name))
             .arg("127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("the receiver starts");
+            .expect("the stand-in starts");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
-        let dsn = first
+        let address = first
             .trim()
-            .strip_prefix("sentry receiver: SENTRY_DSN=")
+            .strip_prefix(announcement)
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .to_owned();
-        let envelopes: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
-        let collected = std::sync::Arc::clone(&envelopes);
+        let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let collected = std::sync::Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in stdout.lines() {
                 let Ok(line) = line else { break };
-                let raw: String = serde_json::from_str(&line).expect("a JSON string per envelope");
-                collected.lock().unwrap().push(raw);
+                collected.lock().unwrap().push(line);
             }
         });
         Self {
             child,
-            dsn,
-            envelopes,
+            address,
+            lines,
         }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The stand-in for Sentry (`examples/sentry_receiver.rs`): every envelope
+/// the clients sent, as received.
+pub(crate) struct SentryReceiver(StandIn);
+
+impl SentryReceiver {
+    pub(crate) fn start() -> Self {
+        Self(StandIn::start(
+            "sentry_receiver",
+            "sentry receiver: SENTRY_DSN=",
+        ))
     }
 
     /// The DSN that reports here.
     pub(crate) fn dsn(&self) -> &str {
-        &self.dsn
+        &self.0.address
     }
 
     /// Every envelope so far, as the client sent it.
     pub(crate) fn envelopes(&self) -> Vec<String> {
-        self.envelopes.lock().unwrap().clone()
+        self.0
+            .lines()
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("a JSON string per envelope"))
+            .collect()
     }
 
     /// Every event so far, decoded with the `sentry` crate's parser.
@@ -432,63 +460,31 @@ impl SentryReceiver {
     }
 }
 
-impl Drop for SentryReceiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The stand-in for an OpenTelemetry collector
-/// (`examples/otlp_receiver.rs`), on a free loopback port: every span
-/// received, decoded from OTLP's protobuf, as JSON.
-pub(crate) struct OtlpReceiver {
-    child: Child,
-    endpoint: String,
-    spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-}
+/// (`examples/otlp_receiver.rs`): every span received, decoded from OTLP's
+/// protobuf, as JSON.
+pub(crate) struct OtlpReceiver(StandIn);
 
 impl OtlpReceiver {
     pub(crate) fn start() -> Self {
-        let mut child = Command::new(example("otlp_receiver"))
-            .arg("127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the receiver starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        let endpoint = first
-            .trim()
-            .strip_prefix("otlp receiver: OTEL_EXPORTER_OTLP_ENDPOINT=")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_owned();
-        let spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> =
-            std::sync::Arc::default();
-        let collected = std::sync::Arc::clone(&spans);
-        std::thread::spawn(move || {
-            for line in stdout.lines() {
-                let Ok(line) = line else { break };
-                let span = serde_json::from_str(&line).expect("a JSON line per span");
-                collected.lock().unwrap().push(span);
-            }
-        });
-        Self {
-            child,
-            endpoint,
-            spans,
-        }
+        Self(StandIn::start(
+            "otlp_receiver",
+            "otlp receiver: OTEL_EXPORTER_OTLP_ENDPOINT=",
+        ))
     }
 
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` for this receiver.
     pub(crate) fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.0.address
     }
 
     /// Every span so far.
     pub(crate) fn spans(&self) -> Vec<serde_json::Value> {
-        self.spans.lock().unwrap().clone()
+        self.0
+            .lines()
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("a JSON line per span"))
+            .collect()
     }
 
     /// Waits up to `limit` for at least `count` spans.
@@ -503,12 +499,5 @@ impl OtlpReceiver {
                 self.spans().len()
             )
         })
-    }
-}
-
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
