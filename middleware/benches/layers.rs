@@ -62,6 +62,22 @@ fn bench_with(c: &mut Criterion, name: &str, app: &impl Application, between: im
     });
 }
 
+/// The recorder a worker installs: every histogram with buckets.
+fn prometheus_recorder() -> metrics_exporter_prometheus::PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+        ])
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Suffix("_bytes".into()),
+                &[64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0],
+            )
+        })
+        .unwrap()
+        .build_recorder()
+}
+
 fn layers(c: &mut Criterion) {
     bench(c, "bare application", &hello);
     bench(
@@ -90,19 +106,7 @@ fn layers(c: &mut Criterion) {
         "timing metrics, no recorder",
         &HttpMetrics::new().layer(hello),
     );
-    // The recorder a worker installs: every histogram with buckets.
-    let recorder = PrometheusBuilder::new()
-        .set_buckets(&[
-            0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-        ])
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Suffix("_bytes".into()),
-                &[64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0],
-            )
-        })
-        .unwrap()
-        .build_recorder();
+    let recorder = prometheus_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         // Upkeep outside the timing, as the worker does it between rounds.
@@ -160,5 +164,42 @@ fn tracing_layer(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, layers, tracing_layer);
+/// Every layer, as `--middleware all` stacks them, each doing its work:
+/// the JSON access log written, metrics recorded, Sentry and OpenTelemetry
+/// clients built (the success path sends nothing to the first; the second
+/// gets every span).
+fn full_stack(c: &mut Criterion) {
+    let access_log = AccessLog::new(
+        "json".parse::<AccessFormat>().unwrap(),
+        Output::File("/dev/null".into()),
+    );
+    let subscriber =
+        tracing_subscriber::registry().with(access_log.clone().with_filter(RequestLog::events()));
+    let options = sentry::ClientOptions::new()
+        .dsn("https://public@sentry.invalid/1")
+        .transport(sentry::test::TestTransport::new());
+    let app = turnstile_core::Stack::new()
+        .layer(InjectHeaders::new().security_preset())
+        .layer(TraceRequests::with_provider(|| {
+            SdkTracerProvider::builder()
+                .with_batch_exporter(Discard)
+                .build()
+        }))
+        .layer(RequestLog::new().for_format(&"json".parse().unwrap()))
+        .layer(HttpMetrics::new())
+        .layer(ErrorCapture::new().sentry(options))
+        .app(hello);
+    let recorder = prometheus_recorder();
+    let handle = recorder.handle();
+    tracing::subscriber::with_default(subscriber, || {
+        metrics::with_local_recorder(&recorder, || {
+            bench_with(c, "full stack (every layer on)", &app, || {
+                handle.run_upkeep()
+            });
+        });
+    });
+    access_log.flush();
+}
+
+criterion_group!(benches, layers, tracing_layer, full_stack);
 criterion_main!(benches);
