@@ -48,6 +48,8 @@ struct Inner<T> {
 
 struct Built<T> {
     pid: u32,
+    /// [`generation`] when it was built.
+    generation: u64,
     value: Arc<T>,
 }
 
@@ -88,20 +90,47 @@ impl<T: Send + Sync + 'static> PerProcess<T> {
     }
 
     /// This process's value, built now if this process has none yet.
+    ///
+    /// Once [`after_fork`] has run in a process (a Turnstile worker), a
+    /// value built there since is known by [`generation`] alone, without
+    /// asking the kernel for the process id on every call. A process forked
+    /// from such a worker must call `after_fork` itself.
     pub fn get(&self) -> Arc<T> {
-        let pid = std::process::id();
+        let generation = generation();
         let built = self
             .inner
             .built
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(Built { pid: owner, value }) = built.as_ref()
-            && *owner == pid
+        if let Some(built) = built.as_ref()
+            && generation != 0
+            && built.generation == generation
         {
-            return value.clone();
+            return built.value.clone();
         }
+        let pid = std::process::id();
+        let own = built.as_ref().is_some_and(|built| built.pid == pid);
         drop(built);
-        self.inner.build_for(pid)
+        if !own {
+            return self.inner.build_for(pid);
+        }
+        // This process's value, from an earlier generation: stamped anew,
+        // so the next call takes the fast path.
+        let mut built = self
+            .inner
+            .built
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match built.as_mut() {
+            Some(own) if own.pid == pid => {
+                own.generation = generation;
+                own.value.clone()
+            }
+            _ => {
+                drop(built);
+                self.inner.build_for(pid)
+            }
+        }
     }
 }
 
@@ -122,6 +151,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let value = Arc::new((self.build)());
         *built = Some(Built {
             pid,
+            generation: generation(),
             value: value.clone(),
         });
         value
@@ -236,6 +266,7 @@ mod tests {
         // Pretend the value was built by a parent with another pid.
         *value.inner.built.write().unwrap() = Some(Built {
             pid: std::process::id() + 1,
+            generation: generation(),
             value: Arc::new(Noisy(0)),
         });
         after_fork();

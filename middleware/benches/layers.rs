@@ -79,6 +79,9 @@ fn prometheus_recorder() -> metrics_exporter_prometheus::PrometheusRecorder {
 }
 
 fn layers(c: &mut Criterion) {
+    // As in a worker after the fork: per-process values are then known by
+    // their generation, without a getpid per request.
+    turnstile_core::per_process::after_fork();
     bench(c, "bare application", &hello);
     bench(
         c,
