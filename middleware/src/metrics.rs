@@ -161,11 +161,7 @@ impl Measurement {
     fn start(request: &Request) -> Self {
         let method = method_label(request.method());
         let scheme = scheme_label(request);
-        let active = metrics::gauge!(
-            ACTIVE_REQUESTS,
-            "http_request_method" => method,
-            "url_scheme" => scheme,
-        );
+        let active = keys::active(method, scheme);
         active.increment(1.0);
         Self {
             started: Instant::now(),
@@ -180,23 +176,129 @@ impl Measurement {
     // ANCHOR: finish
     fn finish(self, status: StatusCode, response_body: u64) {
         self.active.decrement(1.0);
-        let route = match self.route {
-            Some(route) => SharedString::from(route.into_inner()),
-            None => SharedString::const_str(UNMATCHED_ROUTE),
-        };
-        let labels = [
-            ("http_request_method", SharedString::const_str(self.method)),
-            ("http_response_status_code", status_label(status)),
-            ("http_route", route),
-            ("url_scheme", SharedString::const_str(self.scheme)),
-        ];
-        metrics::histogram!(REQUEST_DURATION, &labels).record(self.started.elapsed());
-        if let Some(size) = self.request_body {
-            metrics::histogram!(REQUEST_BODY_SIZE, &labels).record(size as f64);
+        let route = self.route.as_ref().map_or(UNMATCHED_ROUTE, Route::as_str);
+        let series = keys::histograms(
+            self.method,
+            status,
+            route,
+            self.scheme,
+            self.request_body.is_some(),
+        );
+        series.duration.record(self.started.elapsed());
+        if let (Some(histogram), Some(size)) = (&series.request_body, self.request_body) {
+            histogram.record(size as f64);
         }
-        metrics::histogram!(RESPONSE_BODY_SIZE, &labels).record(response_body as f64);
+        series.response_body.record(response_body as f64);
     }
     // ANCHOR_END: finish
+}
+
+/// The metrics' keys, kept per thread: building a key (its label list and
+/// hash) on every request costs more than recording the value. Keys, not
+/// handles, are kept: a key belongs to no recorder, so it stays right
+/// whichever recorder is current (another process's, a test's).
+mod keys {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use metrics::{Gauge, Histogram, Key, Label, Level, Metadata, SharedString};
+    use turnstile_core::http::StatusCode;
+
+    use super::{
+        ACTIVE_REQUESTS, REQUEST_BODY_SIZE, REQUEST_DURATION, RESPONSE_BODY_SIZE, status_label,
+    };
+
+    static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    /// One series' keys.
+    struct Series {
+        duration: Key,
+        request_body: Key,
+        response_body: Key,
+    }
+
+    /// One series' histograms, from the current recorder.
+    pub(super) struct Histograms {
+        pub(super) duration: Histogram,
+        /// Only for a request whose body size is known, so that no empty
+        /// series is registered for the others.
+        pub(super) request_body: Option<Histogram>,
+        pub(super) response_body: Histogram,
+    }
+
+    /// Past this many series a thread starts again: labels are bounded by
+    /// design, so only a misbehaving application gets here.
+    const MOST: usize = 10_000;
+
+    #[derive(Default)]
+    struct Cache {
+        active: HashMap<(&'static str, &'static str), Key>,
+        series: HashMap<(&'static str, u16, &'static str), HashMap<Box<str>, Series>>,
+        count: usize,
+    }
+
+    thread_local! {
+        static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    }
+
+    pub(super) fn active(method: &'static str, scheme: &'static str) -> Gauge {
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let key = cache.active.entry((method, scheme)).or_insert_with(|| {
+                Key::from_parts(
+                    ACTIVE_REQUESTS,
+                    vec![
+                        Label::from_static_parts("http_request_method", method),
+                        Label::from_static_parts("url_scheme", scheme),
+                    ],
+                )
+            });
+            metrics::with_recorder(|recorder| recorder.register_gauge(key, &METADATA))
+        })
+    }
+
+    pub(super) fn histograms(
+        method: &'static str,
+        status: StatusCode,
+        route: &str,
+        scheme: &'static str,
+        with_request_body: bool,
+    ) -> Histograms {
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.count > MOST {
+                *cache = Cache::default();
+            }
+            let cache = &mut *cache;
+            let routes = cache
+                .series
+                .entry((method, status.as_u16(), scheme))
+                .or_default();
+            if !routes.contains_key(route) {
+                let labels = vec![
+                    Label::from_static_parts("http_request_method", method),
+                    Label::new("http_response_status_code", status_label(status)),
+                    Label::new("http_route", SharedString::from(route.to_owned())),
+                    Label::from_static_parts("url_scheme", scheme),
+                ];
+                let series = Series {
+                    duration: Key::from_parts(REQUEST_DURATION, labels.clone()),
+                    request_body: Key::from_parts(REQUEST_BODY_SIZE, labels.clone()),
+                    response_body: Key::from_parts(RESPONSE_BODY_SIZE, labels),
+                };
+                routes.insert(route.into(), series);
+                cache.count += 1;
+            }
+            let series = &routes[route];
+            metrics::with_recorder(|recorder| Histograms {
+                duration: recorder.register_histogram(&series.duration, &METADATA),
+                request_body: with_request_body
+                    .then(|| recorder.register_histogram(&series.request_body, &METADATA)),
+                response_body: recorder.register_histogram(&series.response_body, &METADATA),
+            })
+        })
+    }
 }
 
 /// A request the application has not answered yet.
