@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Standard output gets one JSON line per span, for programs; standard
-//! error a summary of each, for people. Another address:
+//! error a summary of each, for people; `STAND_IN_QUIET=1` decodes and
+//! shows nothing (the load benchmark). Another address:
 //! `cargo run --example otlp_receiver -- 127.0.0.1:0`.
 
 #[path = "support/loopback.rs"]
@@ -42,6 +43,9 @@ fn main() {
 fn receive(body: &[u8]) -> Result<(), String> {
     let export = ExportTraceServiceRequest::decode(body)
         .map_err(|e| format!("not an OTLP trace export: {e}"))?;
+    if loopback::quiet() {
+        return Ok(());
+    }
     for resource_spans in &export.resource_spans {
         let resource = resource_spans
             .resource

@@ -6,6 +6,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
+/// Whether to decode without showing (`STAND_IN_QUIET=1`): under load,
+/// printing every span would cost more than serving it.
+pub(crate) fn quiet() -> bool {
+    static QUIET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *QUIET.get_or_init(|| std::env::var("STAND_IN_QUIET").is_ok_and(|v| v == "1"))
+}
+
 /// The largest body accepted.
 const MAX_BODY: usize = 20 * 1024 * 1024;
 
