@@ -100,7 +100,10 @@ fn main() {
         .layer(CatchPanicLayer::new())
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
+                .layer(SetRequestIdLayer::new(
+                    x_request_id.clone(),
+                    MakeRequestUuid,
+                ))
                 .layer(
                     TraceLayer::new_for_http()
                         .on_response(DefaultOnResponse::new().level(Level::INFO)),
