@@ -167,6 +167,7 @@ fn tracing_layer(c: &mut Criterion) {
     );
 }
 
+// ANCHOR: full_stack
 /// Every layer, as `--middleware all` stacks them, each doing its work:
 /// the JSON access log written, metrics recorded, Sentry and OpenTelemetry
 /// clients built (the success path sends nothing to the first; the second
@@ -203,6 +204,7 @@ fn full_stack(c: &mut Criterion) {
     });
     access_log.flush();
 }
+// ANCHOR_END: full_stack
 
 criterion_group!(benches, layers, tracing_layer, full_stack);
 criterion_main!(benches);
