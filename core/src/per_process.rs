@@ -89,6 +89,7 @@ impl<T: Send + Sync + 'static> PerProcess<T> {
         Self { inner }
     }
 
+    // ANCHOR: get
     /// This process's value, built now if this process has none yet.
     ///
     /// Once [`after_fork`] has run in a process (a Turnstile worker), a
@@ -132,6 +133,7 @@ impl<T: Send + Sync + 'static> PerProcess<T> {
             }
         }
     }
+    // ANCHOR_END: get
 }
 
 impl<T: Send + Sync + 'static> Inner<T> {

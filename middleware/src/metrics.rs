@@ -258,6 +258,7 @@ mod keys {
         })
     }
 
+    // ANCHOR: key_cache
     pub(super) fn histograms(
         method: &'static str,
         status: StatusCode,
@@ -299,6 +300,7 @@ mod keys {
             })
         })
     }
+    // ANCHOR_END: key_cache
 }
 
 /// A request the application has not answered yet.
