@@ -275,15 +275,9 @@ impl<A: Application> Application for Traced<A> {
             }
         };
         if ids.is_valid() {
-            let value = format!(
-                "00-{}-{}-{:02x}",
-                ids.trace_id(),
-                ids.span_id(),
-                ids.trace_flags().to_u8()
-            );
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                response.headers_mut().insert(TRACE_RESPONSE, value);
-            }
+            response
+                .headers_mut()
+                .insert(TRACE_RESPONSE, trace_response(&ids));
         }
         let named = Route::of_response(&response)
             .filter(|_| !routed_at_start)
@@ -297,6 +291,26 @@ impl<A: Application> Application for Traced<A> {
     }
 }
 // ANCHOR_END: handle
+
+/// `00-{trace id}-{span id}-{flags}`, written without formatting machinery.
+fn trace_response(ids: &opentelemetry::trace::SpanContext) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut value = Vec::with_capacity(55);
+    let put = |value: &mut Vec<u8>, bytes: &[u8]| {
+        for byte in bytes {
+            value.push(HEX[usize::from(byte >> 4)]);
+            value.push(HEX[usize::from(byte & 0xf)]);
+        }
+    };
+    value.extend_from_slice(b"00-");
+    put(&mut value, &ids.trace_id().to_bytes());
+    value.push(b'-');
+    put(&mut value, &ids.span_id().to_bytes());
+    value.push(b'-');
+    put(&mut value, &[ids.trace_flags().to_u8()]);
+    HeaderValue::from_maybe_shared(turnstile_core::Bytes::from(value))
+        .expect("hex digits and dashes")
+}
 
 /// A span the application has not answered yet: a panic ends it as a 500.
 struct OpenSpan(Option<Context>);
@@ -319,7 +333,7 @@ impl Drop for OpenSpan {
 /// name), its status, and whether it failed.
 fn finish(
     cx: &Context,
-    named: Option<(String, Route)>,
+    named: Option<(Cow<'static, str>, Route)>,
     status: StatusCode,
     error: Option<Cow<'static, str>>,
 ) {
@@ -377,14 +391,14 @@ impl MethodName {
 
 // ANCHOR: span_name
 /// `GET /users/{id}`, `GET`, or `HTTP` for an unknown method.
-fn span_name(method: &MethodName, route: Option<&Route>) -> String {
+fn span_name(method: &MethodName, route: Option<&Route>) -> Cow<'static, str> {
     let method = match method {
         MethodName::Known(name) => name,
         MethodName::Other(_) => "HTTP",
     };
     match route {
-        Some(route) => format!("{method} {}", route.as_str()),
-        None => method.to_owned(),
+        Some(route) => Cow::Owned(format!("{method} {}", route.as_str())),
+        None => Cow::Borrowed(method),
     }
 }
 // ANCHOR_END: span_name
@@ -416,10 +430,12 @@ fn request_attributes(
             redactor.query(query).into_owned(),
         ));
     }
-    attributes.push(KeyValue::new(
-        "url.scheme",
-        environ.scheme.as_str().to_owned(),
-    ));
+    let scheme = if environ.scheme == turnstile_core::http::uri::Scheme::HTTPS {
+        "https"
+    } else {
+        "http"
+    };
+    attributes.push(KeyValue::new("url.scheme", scheme));
     if let Some(route) = Route::of_request(request) {
         attributes.push(KeyValue::new("http.route", route.as_str().to_owned()));
     }
