@@ -64,10 +64,17 @@ impl Redactor {
 
     /// Whether `key`, as it appears in a query string, names a secret.
     pub fn is_secret(&self, key: &str) -> bool {
-        let key = percent_decode_str(key)
-            .decode_utf8_lossy()
-            .to_ascii_lowercase();
-        self.words.iter().any(|word| key.contains(word.as_str()))
+        // Every request's query goes through here: only an escaped key is
+        // decoded into a new string.
+        if key.contains('%') {
+            let key = percent_decode_str(key)
+                .decode_utf8_lossy()
+                .to_ascii_lowercase();
+            return self.words.iter().any(|word| key.contains(word.as_str()));
+        }
+        self.words
+            .iter()
+            .any(|word| contains_ignoring_ascii_case(key.as_bytes(), word.as_bytes()))
     }
 
     /// `query` with every secret value replaced by [`REDACTED`]; borrowed
@@ -113,6 +120,15 @@ impl Redactor {
             }),
         }
     }
+}
+
+/// Whether `haystack` contains `needle` (lower-case), whatever the case of
+/// `haystack`'s ASCII letters.
+fn contains_ignoring_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.len() <= haystack.len()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]

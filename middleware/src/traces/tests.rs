@@ -245,3 +245,19 @@ fn a_response_cut_short_is_a_failed_span() {
     );
     assert_eq!(text(span, "error.type"), "aborted");
 }
+
+#[test]
+fn addresses_are_written_as_std_writes_them() {
+    for ip in [
+        "0.0.0.0",
+        "127.0.0.1",
+        "10.20.30.40",
+        "255.255.255.255",
+        "198.51.100.7",
+        "::1",
+        "2001:db8::1",
+    ] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        assert_eq!(ip_text(ip), ip.to_string());
+    }
+}
