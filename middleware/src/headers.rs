@@ -185,6 +185,19 @@ impl Default for InjectHeaders {
 }
 
 impl InjectHeaders {
+    /// The most headers [`handle`](WithHeaders) adds to one response.
+    fn most_added(&self) -> usize {
+        self.rules.len()
+            + if self.security_preset {
+                SECURITY_PRESET.len()
+            } else {
+                0
+            }
+            + usize::from(self.hsts.is_some())
+            + usize::from(self.server_timing)
+            + usize::from(self.request_id.is_some())
+    }
+
     /// Request ids on `X-Request-Id`, `Server-Timing`, nothing else.
     pub fn new() -> Self {
         Self {
@@ -294,6 +307,9 @@ impl<A: Application> Application for WithHeaders<A> {
         let mut response = self.inner.handle(request)?;
 
         let headers = response.headers_mut();
+        // Room for everything added here at once: the map would otherwise
+        // grow, and copy itself, several times per response.
+        headers.reserve(config.most_added());
         for rule in &config.rules {
             rule.apply(headers);
         }

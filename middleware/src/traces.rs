@@ -26,7 +26,7 @@
 //! inside (the access log, error capture) write it next to the request id.
 //!
 //! Spans go to this process's tracer provider, built with
-//! [`export::Pipeline`]: each worker builds its own after the fork, and
+//! [`Pipeline`]: each worker builds its own after the fork, and
 //! shuts it down, sending what is batched, as it exits. Without one the
 //! layer only reads an incoming `traceparent`, for the logs.
 //!
