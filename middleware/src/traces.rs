@@ -292,6 +292,7 @@ impl<A: Application> Application for Traced<A> {
 }
 // ANCHOR_END: handle
 
+// ANCHOR: trace_response
 /// `00-{trace id}-{span id}-{flags}`, written without formatting machinery.
 fn trace_response(ids: &opentelemetry::trace::SpanContext) -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -311,6 +312,7 @@ fn trace_response(ids: &opentelemetry::trace::SpanContext) -> HeaderValue {
     HeaderValue::from_maybe_shared(turnstile_core::Bytes::from(value))
         .expect("hex digits and dashes")
 }
+// ANCHOR_END: trace_response
 
 /// A span the application has not answered yet: a panic ends it as a 500.
 struct OpenSpan(Option<Context>);

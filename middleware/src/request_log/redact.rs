@@ -62,6 +62,7 @@ impl Redactor {
         Self::new(self.words.iter().chain(&added.words).map(String::as_str))
     }
 
+    // ANCHOR: is_secret
     /// Whether `key`, as it appears in a query string, names a secret.
     pub fn is_secret(&self, key: &str) -> bool {
         // Every request's query goes through here: only an escaped key is
@@ -76,6 +77,7 @@ impl Redactor {
             .iter()
             .any(|word| contains_ignoring_ascii_case(key.as_bytes(), word.as_bytes()))
     }
+    // ANCHOR_END: is_secret
 
     /// `query` with every secret value replaced by [`REDACTED`]; borrowed
     /// when nothing was secret.
