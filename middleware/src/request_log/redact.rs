@@ -1,3 +1,4 @@
+// ANCHOR: all
 //! Query-string redaction: the values of secret-looking keys never reach a
 //! log line.
 //!
@@ -186,3 +187,4 @@ mod tests {
         assert_eq!(redactor.url("https://example.com/"), "https://example.com/");
     }
 }
+// ANCHOR_END: all
