@@ -276,28 +276,33 @@ mod keys {
                 .series
                 .entry((method, status.as_u16(), scheme))
                 .or_default();
-            if !routes.contains_key(route) {
-                let labels = vec![
-                    Label::from_static_parts("http_request_method", method),
-                    Label::new("http_response_status_code", status_label(status)),
-                    Label::new("http_route", SharedString::from(route.to_owned())),
-                    Label::from_static_parts("url_scheme", scheme),
-                ];
-                let series = Series {
-                    duration: Key::from_parts(REQUEST_DURATION, labels.clone()),
-                    request_body: Key::from_parts(REQUEST_BODY_SIZE, labels.clone()),
-                    response_body: Key::from_parts(RESPONSE_BODY_SIZE, labels),
-                };
-                routes.insert(route.into(), series);
-                cache.count += 1;
+            let register = |series: &Series| {
+                metrics::with_recorder(|recorder| Histograms {
+                    duration: recorder.register_histogram(&series.duration, &METADATA),
+                    request_body: with_request_body
+                        .then(|| recorder.register_histogram(&series.request_body, &METADATA)),
+                    response_body: recorder.register_histogram(&series.response_body, &METADATA),
+                })
+            };
+            // The common case: one lookup.
+            if let Some(series) = routes.get(route) {
+                return register(series);
             }
-            let series = &routes[route];
-            metrics::with_recorder(|recorder| Histograms {
-                duration: recorder.register_histogram(&series.duration, &METADATA),
-                request_body: with_request_body
-                    .then(|| recorder.register_histogram(&series.request_body, &METADATA)),
-                response_body: recorder.register_histogram(&series.response_body, &METADATA),
-            })
+            let labels = vec![
+                Label::from_static_parts("http_request_method", method),
+                Label::new("http_response_status_code", status_label(status)),
+                Label::new("http_route", SharedString::from(route.to_owned())),
+                Label::from_static_parts("url_scheme", scheme),
+            ];
+            let series = Series {
+                duration: Key::from_parts(REQUEST_DURATION, labels.clone()),
+                request_body: Key::from_parts(REQUEST_BODY_SIZE, labels.clone()),
+                response_body: Key::from_parts(RESPONSE_BODY_SIZE, labels),
+            };
+            let histograms = register(&series);
+            routes.insert(route.into(), series);
+            cache.count += 1;
+            histograms
         })
     }
     // ANCHOR_END: key_cache
@@ -315,8 +320,8 @@ impl Drop for Pending {
 }
 
 /// OpenTelemetry's `http.request.method`: the methods of HTTP's registry,
-/// and `_OTHER` for the rest.
-fn method_label(method: &Method) -> &'static str {
+/// and `_OTHER` for the rest. The tracing layer names spans by it too.
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
@@ -332,7 +337,9 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-fn scheme_label(request: &Request) -> &'static str {
+/// `url.scheme`: the request's as the server resolved it (behind a trusted
+/// proxy, the proxy's), else its target's.
+pub(crate) fn scheme_label(request: &Request) -> &'static str {
     let https = match request.extensions().get::<Environ>() {
         Some(environ) => environ.scheme == Scheme::HTTPS,
         None => request.uri().scheme() == Some(&Scheme::HTTPS),

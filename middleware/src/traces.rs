@@ -75,6 +75,7 @@ use turnstile_core::{
     on_complete,
 };
 
+use crate::metrics::{method_label, scheme_label};
 use crate::request_log::Redactor;
 
 pub mod export;
@@ -375,18 +376,9 @@ enum MethodName {
 
 impl MethodName {
     fn of(method: &Method) -> Self {
-        match *method {
-            Method::GET => Self::Known("GET"),
-            Method::HEAD => Self::Known("HEAD"),
-            Method::POST => Self::Known("POST"),
-            Method::PUT => Self::Known("PUT"),
-            Method::DELETE => Self::Known("DELETE"),
-            Method::CONNECT => Self::Known("CONNECT"),
-            Method::OPTIONS => Self::Known("OPTIONS"),
-            Method::TRACE => Self::Known("TRACE"),
-            Method::PATCH => Self::Known("PATCH"),
-            _ if method.as_str() == "QUERY" => Self::Known("QUERY"),
-            _ => Self::Other(method.as_str().to_owned()),
+        match method_label(method) {
+            "_OTHER" => Self::Other(method.as_str().to_owned()),
+            known => Self::Known(known),
         }
     }
 }
@@ -432,12 +424,7 @@ fn request_attributes(
             redactor.query(query).into_owned(),
         ));
     }
-    let scheme = if environ.scheme == turnstile_core::http::uri::Scheme::HTTPS {
-        "https"
-    } else {
-        "http"
-    };
-    attributes.push(KeyValue::new("url.scheme", scheme));
+    attributes.push(KeyValue::new("url.scheme", scheme_label(request)));
     if let Some(route) = Route::of_request(request) {
         attributes.push(KeyValue::new("http.route", route.as_str().to_owned()));
     }
@@ -503,7 +490,7 @@ fn server_address(request: &Request, environ: &Environ) -> (Option<String>, Opti
                 .and_then(|host| host.to_str().ok())
                 .map(str::to_owned)
         });
-    let default_port = if environ.scheme.as_str() == "https" {
+    let default_port = if scheme_label(request) == "https" {
         443
     } else {
         80

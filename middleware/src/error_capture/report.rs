@@ -15,12 +15,12 @@ use sentry::transports::UreqHttpTransportOptions;
 use sentry::types::Scheme;
 use sentry::types::Uuid;
 use sentry::{Client, ClientOptions, Hub, Transport, TransportFactory, TransportOptions};
-use turnstile_core::http::uri::Scheme as UriScheme;
 use turnstile_core::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use turnstile_core::{BoxError, Environ, Panicked, Request, RequestId, Route, TraceId, Worker};
 
 use super::panics::PanicSite;
 use super::{Settings, TARGET, scrub};
+use crate::metrics::scheme_label;
 
 /// Events waiting for the transport thread before new ones are dropped
 /// (Sentry's default is 30); a burst of failures should not lose reports.
@@ -171,11 +171,7 @@ impl Facts {
             method: request.method().clone(),
             uri: request.uri().clone(),
             headers: reporting.then(|| request.headers().clone()),
-            scheme: if environ.scheme == UriScheme::HTTPS {
-                "https"
-            } else {
-                "http"
-            },
+            scheme: scheme_label(request),
             client_addr: environ.client_addr.or(environ.remote_addr),
             request_id: environ.request_id.clone(),
             trace_id: request.extensions().get::<TraceId>().copied(),
