@@ -19,6 +19,8 @@
 #[path = "support/loopback.rs"]
 mod loopback;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
@@ -32,6 +34,10 @@ static COLLECTOR: loopback::StandIn = loopback::StandIn {
     receive,
 };
 
+/// Spans received so far; quiet, the receiver says only this, so that a
+/// benchmark can tell how many of its requests' spans arrived.
+static SPANS_RECEIVED: AtomicUsize = AtomicUsize::new(0);
+
 fn main() {
     loopback::run(&COLLECTOR, "127.0.0.1:4318", |addr| {
         println!("otlp receiver: OTEL_EXPORTER_OTLP_ENDPOINT=http://{addr}");
@@ -44,6 +50,14 @@ fn receive(body: &[u8]) -> Result<(), String> {
     let export = ExportTraceServiceRequest::decode(body)
         .map_err(|e| format!("not an OTLP trace export: {e}"))?;
     if loopback::quiet() {
+        let spans: usize = export
+            .resource_spans
+            .iter()
+            .flat_map(|resource_spans| &resource_spans.scope_spans)
+            .map(|scope_spans| scope_spans.spans.len())
+            .sum();
+        let total = SPANS_RECEIVED.fetch_add(spans, Ordering::Relaxed) + spans;
+        eprintln!("otlp receiver: {total} spans received");
         return Ok(());
     }
     for resource_spans in &export.resource_spans {

@@ -126,9 +126,24 @@ impl fmt::Debug for RequestId {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceId(pub [u8; 16]);
 
+impl TraceId {
+    /// The 32 lower-case hex digits, without formatting machinery: the
+    /// access log and error capture write one for every request.
+    pub fn hex(&self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0; 32];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        text
+    }
+}
+
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+        let hex = self.hex();
+        f.write_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
 
@@ -197,5 +212,8 @@ mod tests {
             TraceId(bytes).to_string(),
             "4b00000000000000000000000000000f"
         );
+        let every_digit = TraceId(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128.to_be_bytes());
+        assert_eq!(every_digit.to_string(), "0123456789abcdeffedcba9876543210");
+        assert_eq!(every_digit.hex(), *b"0123456789abcdeffedcba9876543210");
     }
 }

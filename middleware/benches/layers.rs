@@ -21,6 +21,7 @@ use turnstile_middleware::traces::opentelemetry_sdk::error::OTelSdkResult;
 use turnstile_middleware::traces::opentelemetry_sdk::trace::{
     SdkTracerProvider, SpanData, SpanExporter,
 };
+use turnstile_middleware::traces::queue::{QueueSettings, SpanQueue};
 
 fn hello(_request: Request) -> Response {
     Response::new("Hello, world!\n".into())
@@ -137,8 +138,8 @@ fn layers(c: &mut Criterion) {
     );
 }
 
-/// An exporter that drops what it is given: the batch processor's thread
-/// does the sending, so the request pays for the span and the queue only.
+/// An exporter that drops what it is given: the span queue's thread does
+/// the sending, so the request pays for the span and the queue only.
 #[derive(Debug)]
 struct Discard;
 
@@ -186,7 +187,7 @@ fn full_stack(c: &mut Criterion) {
         .layer(InjectHeaders::new().security_preset())
         .layer(TraceRequests::with_provider(|| {
             SdkTracerProvider::builder()
-                .with_batch_exporter(Discard)
+                .with_span_processor(SpanQueue::new(Discard, QueueSettings::default()))
                 .build()
         }))
         .layer(RequestLog::new().for_format(&"json".parse().unwrap()))

@@ -52,7 +52,7 @@
 //! # std::fs::remove_file(&path).unwrap();
 //! ```
 
-mod format;
+pub(crate) mod format;
 mod output;
 mod redact;
 

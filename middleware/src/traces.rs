@@ -79,6 +79,7 @@ use crate::metrics::{method_label, scheme_label};
 use crate::request_log::Redactor;
 
 pub mod export;
+pub mod queue;
 #[cfg(test)]
 mod tests;
 
@@ -454,26 +455,11 @@ fn request_attributes(
     attributes
 }
 
-/// An address as text; an IPv4 one without the formatting machinery, since
-/// every span has one.
+/// An address as text.
 fn ip_text(ip: std::net::IpAddr) -> String {
-    let std::net::IpAddr::V4(ip) = ip else {
-        return ip.to_string();
-    };
-    let mut text = String::with_capacity(15);
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
-    }
-    text
+    let mut text = Vec::with_capacity(15);
+    crate::request_log::format::push_ip(&mut text, ip);
+    String::from_utf8(text).expect("an address is ASCII")
 }
 
 /// `server.address` and `server.port`: from the target's authority or

@@ -192,33 +192,91 @@ fn write_json(r: &AccessRecord, out: &mut Vec<u8>) {
     string(out, Some(&r.path));
     out.extend_from_slice(b",\"query\":");
     string(out, r.query.as_deref());
-    let _ = write!(
-        out,
-        ",\"status\":{},\"bytes\":{},\"duration_s\":{:.6},\"request_id\":",
-        r.status.as_u16(),
-        r.bytes,
-        r.duration.as_secs_f64()
-    );
+    out.extend_from_slice(b",\"status\":");
+    push_number(out, u64::from(r.status.as_u16()));
+    out.extend_from_slice(b",\"bytes\":");
+    push_number(out, r.bytes);
+    out.extend_from_slice(b",\"duration_s\":");
+    push_seconds(out, r.duration);
     // Ids and addresses hold no character JSON escapes (`RequestId` admits
     // no quote, backslash or control character), so they are written as
     // they print.
-    let _ = match &r.trace_id {
-        Some(id) => write!(out, "\"{}\",\"trace_id\":\"{id}\"", r.request_id),
-        None => write!(out, "\"{}\",\"trace_id\":null", r.request_id),
-    };
-    let _ = match r.client {
-        Some(ip) => write!(out, ",\"client\":\"{ip}\""),
-        None => write!(out, ",\"client\":null"),
-    };
+    out.extend_from_slice(b",\"request_id\":\"");
+    match r.request_id.as_uuid() {
+        Some(uuid) => out.extend_from_slice(
+            uuid.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .as_bytes(),
+        ),
+        None => {
+            let _ = write!(out, "{}", r.request_id);
+        }
+    }
+    match &r.trace_id {
+        Some(id) => {
+            out.extend_from_slice(b"\",\"trace_id\":\"");
+            out.extend_from_slice(&id.hex());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"\",\"trace_id\":null"),
+    }
+    match r.client {
+        Some(ip) => {
+            out.extend_from_slice(b",\"client\":\"");
+            push_ip(out, ip);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b",\"client\":null"),
+    }
     out.extend_from_slice(b",\"user_agent\":");
     let agent = r
         .user_agent
         .as_ref()
         .map(|v| String::from_utf8_lossy(v.as_bytes()));
     string(out, agent.as_deref());
-    let _ = write!(out, ",\"pid\":{}}}", r.pid);
+    out.extend_from_slice(b",\"pid\":");
+    push_number(out, u64::from(r.pid));
+    out.push(b'}');
 }
 // ANCHOR_END: json
+
+/// A whole number, in decimal.
+fn push_number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A duration in seconds with six decimals, rounded to the microsecond,
+/// as `{:.6}` would print it, without floating point.
+fn push_seconds(out: &mut Vec<u8>, duration: std::time::Duration) {
+    let micros = (duration.as_nanos() + 500) / 1000;
+    push_number(out, u64::try_from(micros / 1_000_000).unwrap_or(u64::MAX));
+    let fraction = (micros % 1_000_000) as u32;
+    out.push(b'.');
+    for place in [100_000, 10_000, 1_000, 100, 10, 1] {
+        out.push(b'0' + (fraction / place % 10) as u8);
+    }
+}
+
+/// An address as text; an IPv4 one without the formatting machinery, since
+/// every request's log line and span has one.
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    let std::net::IpAddr::V4(ip) = ip else {
+        let _ = write!(out, "{ip}");
+        return;
+    };
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
+    }
+}
 
 fn write_piece(piece: &Piece, r: &AccessRecord, out: &mut Vec<u8>) {
     match piece {
@@ -308,18 +366,50 @@ fn escaped(out: &mut Vec<u8>, value: Option<&[u8]>) {
 
 /// `2026-11-21T09:30:00.123Z`.
 fn write_rfc3339(at: SystemTime, out: &mut Vec<u8>) {
-    let t = OffsetDateTime::from(at);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    );
+    // Lines come thousands to the second: each thread formats the date and
+    // time once a second and then only the milliseconds.
+    thread_local! {
+        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let since_epoch = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (second, millis) = (since_epoch.as_secs(), since_epoch.subsec_millis());
+    let (cached, mut text) = SECOND.get();
+    if cached != second {
+        let t = OffsetDateTime::from(at);
+        let mut formatted = Vec::with_capacity(19);
+        let _ = write!(
+            formatted,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+        );
+        match <[u8; 19]>::try_from(formatted.as_slice()) {
+            Ok(fixed) => {
+                text = fixed;
+                SECOND.set((second, text));
+            }
+            // A year outside 0..=9999 does not fit the cache.
+            Err(_) => {
+                out.extend_from_slice(&formatted);
+                let _ = write!(out, ".{millis:03}Z");
+                return;
+            }
+        }
+    }
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+        b'Z',
+    ]);
 }
 
 /// `[21/Nov/2026:09:30:00 +0000]`, Apache's `%t`, in UTC.
@@ -438,6 +528,62 @@ mod tests {
         bare.trace_id = None;
         let json: serde_json::Value = serde_json::from_str(&line("json", &bare)).unwrap();
         assert!(json["query"].is_null() && json["trace_id"].is_null());
+    }
+
+    #[test]
+    fn the_fast_writers_print_what_the_formatting_machinery_prints() {
+        for micros in [
+            0,
+            1,
+            999,
+            1_000,
+            999_999,
+            1_000_000,
+            1_500_042,
+            86_400_000_001,
+        ] {
+            let duration = Duration::from_micros(micros);
+            let mut out = Vec::new();
+            push_seconds(&mut out, duration);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{:.6}", duration.as_secs_f64())
+            );
+        }
+        // Rounded to the microsecond, as {:.6} rounds.
+        let mut out = Vec::new();
+        push_seconds(&mut out, Duration::from_nanos(1_234_567_890));
+        assert_eq!(out, b"1.234568");
+        for ip in [
+            "0.0.0.0",
+            "10.20.30.40",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+        // The same second twice (the thread's cached date), then the next.
+        for millis in [1_795_253_400_250, 1_795_253_400_999, 1_795_253_401_007, 0] {
+            let at = UNIX_EPOCH + Duration::from_millis(millis);
+            let mut out = Vec::new();
+            write_rfc3339(at, &mut out);
+            let t = OffsetDateTime::from(at);
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            );
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]

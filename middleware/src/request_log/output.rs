@@ -24,6 +24,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// A buffer is written out once it holds this much.
 const FULL: usize = 16 * 1024;
 
+/// Room for the line that takes a buffer past [`FULL`].
+const ROOM_FOR_A_LINE: usize = 1024;
+
 /// Buffers per process; request threads spread over them.
 const SHARDS: usize = 16;
 
@@ -222,7 +225,11 @@ impl Shared {
         let full = {
             let mut buffer = lock(&self.buffers[shard()]);
             buffer.extend_from_slice(line);
-            (buffer.len() >= FULL).then(|| std::mem::take(&mut *buffer))
+            // The next buffer starts at its working size rather than
+            // growing, and copying itself, on the way there.
+            (buffer.len() >= FULL).then(|| {
+                std::mem::replace(&mut *buffer, Vec::with_capacity(FULL + ROOM_FOR_A_LINE))
+            })
         };
         if let Some(full) = full {
             self.write_out(&full);

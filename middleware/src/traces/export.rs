@@ -1,7 +1,7 @@
 // ANCHOR: all
-//! The pipeline each worker builds: a batch processor exporting OTLP over
-//! HTTP/protobuf with a blocking client, configured by OpenTelemetry's
-//! standard environment variables.
+//! The pipeline each worker builds: a batch processor (the [`SpanQueue`])
+//! exporting OTLP over HTTP/protobuf with a blocking client, configured by
+//! OpenTelemetry's standard environment variables.
 //!
 //! `opentelemetry-otlp`'s own blocking client is `reqwest::blocking`, which
 //! runs a tokio runtime on a hidden thread; [`UreqClient`] sends with
@@ -14,6 +14,8 @@ use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+
+use super::queue::{QueueSettings, SpanQueue};
 
 /// How long an export may take, connection included, unless
 /// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT` (in
@@ -55,7 +57,8 @@ pub fn is_configured() -> bool {
 
 /// Checks what this pipeline cannot do, before anything starts: an
 /// exporter other than OTLP, a protocol other than HTTP/protobuf, a timeout
-/// that is not a number of milliseconds.
+/// that is not a number of milliseconds, a batch setting (`OTEL_BSP_*`)
+/// that is not a positive number.
 ///
 /// # Errors
 ///
@@ -81,6 +84,7 @@ pub fn check_env() -> Result<(), String> {
         ));
     }
     export_timeout()?;
+    QueueSettings::from_env()?;
     Ok(())
 }
 
@@ -105,7 +109,10 @@ fn export_timeout() -> Result<Duration, String> {
 ///   `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` appended),
 ///   `OTEL_EXPORTER_OTLP_HEADERS`, and the `_TIMEOUT` variables;
 /// - `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`;
-/// - `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+/// - `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`;
+/// - `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE` and
+///   `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, for the [`SpanQueue`] that batches
+///   the spans.
 ///
 /// What the environment leaves out of the resource is filled in:
 /// `service.name` (`default_service`), `service.version`
@@ -125,6 +132,7 @@ pub fn from_env(
     }
     check_env()?;
     let timeout = export_timeout()?;
+    let settings = QueueSettings::from_env()?;
     let exporter = SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
@@ -161,7 +169,7 @@ pub fn from_env(
         .build();
     Ok(Some(
         SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_span_processor(SpanQueue::new(exporter, settings))
             .with_resource(resource)
             .build(),
     ))
