@@ -356,10 +356,27 @@ fn adopt_request_id(request: &mut Request, name: &HeaderName) -> HeaderValue {
 }
 // ANCHOR_END: adopt
 
-/// `app;dur=<milliseconds since started>`.
+/// `app;dur=<milliseconds since started>`, to the microsecond, written
+/// without formatting machinery: every response has one.
 fn app_duration(started: Instant) -> HeaderValue {
-    let millis = started.elapsed().as_secs_f64() * 1000.0;
-    HeaderValue::try_from(format!("app;dur={millis:.3}")).expect("digits are a valid header")
+    app_duration_value(started.elapsed())
+}
+
+fn app_duration_value(elapsed: std::time::Duration) -> HeaderValue {
+    let micros = (elapsed.as_nanos() + 500) / 1000;
+    let mut value = Vec::with_capacity(24);
+    value.extend_from_slice(b"app;dur=");
+    let millis = u64::try_from(micros / 1000).unwrap_or(u64::MAX);
+    value.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes());
+    let fraction = (micros % 1000) as u16;
+    value.extend_from_slice(&[
+        b'.',
+        b'0' + (fraction / 100) as u8,
+        b'0' + (fraction / 10 % 10) as u8,
+        b'0' + (fraction % 10) as u8,
+    ]);
+    HeaderValue::from_maybe_shared(turnstile_core::Bytes::from(value))
+        .expect("digits are a valid header")
 }
 // ANCHOR_END: all
 
@@ -592,5 +609,16 @@ mod tests {
         let response = serve(&app, TestRequest::get("/").build());
         // The server (or an error layer inside) answers; nothing is added.
         assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn server_timing_prints_what_the_formatting_machinery_prints() {
+        for micros in [0, 7, 999, 1_000, 12_345, 1_000_000, 86_400_000_001] {
+            let elapsed = std::time::Duration::from_micros(micros);
+            assert_eq!(
+                app_duration_value(elapsed),
+                format!("app;dur={:.3}", elapsed.as_secs_f64() * 1000.0)
+            );
+        }
     }
 }

@@ -259,7 +259,9 @@ fn parse_complete_head(head: &[u8], fields: usize) -> Result<RequestHead> {
         _ => Version::HTTP_11,
     };
 
-    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    // Room for what the layers add to a request, such as its request id,
+    // so the map does not grow, and copy itself, on the way in.
+    let mut headers = HeaderMap::with_capacity(request.headers.len() + 2);
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("invalid header field name"))?;
