@@ -346,6 +346,14 @@ fn spans_batched_by_a_recycled_worker_are_sent_and_bad_settings_exit_2() {
             "soon",
             "expected milliseconds",
         ),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", "only none"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key", "is not a header"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "collector:4318",
+            "is not a URL",
+        ),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "-1", "positive whole number"),
     ] {
         let output = command(env!("CARGO_BIN_EXE_turnstile").as_ref())
             .args(["--bind", "127.0.0.1:0"])

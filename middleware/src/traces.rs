@@ -79,6 +79,7 @@ use crate::metrics::{method_label, scheme_label};
 use crate::request_log::Redactor;
 
 pub mod export;
+pub mod otlp;
 pub mod queue;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 // ANCHOR: all
 //! The pipeline each worker builds: a batch processor (the [`SpanQueue`])
-//! exporting OTLP over HTTP/protobuf with a blocking client, configured by
-//! OpenTelemetry's standard environment variables.
+//! exporting OTLP over HTTP/protobuf (the [`OtlpExporter`]) with a
+//! blocking client, configured by OpenTelemetry's standard environment
+//! variables.
 //!
 //! `opentelemetry-otlp`'s own blocking client is `reqwest::blocking`, which
 //! runs a tokio runtime on a hidden thread; [`UreqClient`] sends with
@@ -11,10 +12,10 @@ use std::time::Duration;
 
 use opentelemetry::{Key, KeyValue};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
+use super::otlp::{OtlpExporter, OtlpSettings};
 use super::queue::{QueueSettings, SpanQueue};
 
 /// How long an export may take, connection included, unless
@@ -57,7 +58,8 @@ pub fn is_configured() -> bool {
 
 /// Checks what this pipeline cannot do, before anything starts: an
 /// exporter other than OTLP, a protocol other than HTTP/protobuf, a timeout
-/// that is not a number of milliseconds, a batch setting (`OTEL_BSP_*`)
+/// that is not a number of milliseconds, compression, an endpoint that is
+/// not a URL or a header that is not one, a batch setting (`OTEL_BSP_*`)
 /// that is not a positive number.
 ///
 /// # Errors
@@ -83,7 +85,16 @@ pub fn check_env() -> Result<(), String> {
             "{name}={protocol}: only http/protobuf is supported (no gRPC, no JSON)"
         ));
     }
-    export_timeout()?;
+    if let Some((name, compression)) = first([
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+    ]) && compression != "none"
+    {
+        return Err(format!(
+            "{name}={compression}: only none is supported (no gzip)"
+        ));
+    }
+    OtlpSettings::from_env(export_timeout()?)?;
     QueueSettings::from_env()?;
     Ok(())
 }
@@ -121,8 +132,7 @@ fn export_timeout() -> Result<Duration, String> {
 ///
 /// # Errors
 ///
-/// What [`check_env`] refuses, or an exporter that cannot be built (an
-/// endpoint that is not a URL).
+/// What [`check_env`] refuses.
 pub fn from_env(
     default_service: &str,
     service_version: &str,
@@ -133,13 +143,7 @@ pub fn from_env(
     check_env()?;
     let timeout = export_timeout()?;
     let settings = QueueSettings::from_env()?;
-    let exporter = SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_timeout(timeout)
-        .with_http_client(UreqClient::with_timeout(timeout))
-        .build()
-        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+    let exporter = OtlpExporter::new(OtlpSettings::from_env(timeout)?);
     // The environment's resource first; ours only fills its gaps.
     let from_env = Resource::builder().build();
     let lacks = |key: &'static str| from_env.get(&Key::from_static_str(key)).is_none();
