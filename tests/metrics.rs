@@ -119,6 +119,17 @@ fn totals_across_workers_are_exact_and_promtool_accepts_them() {
     );
     assert_eq!(total(&page, "turnstile_workers"), 2.0);
     assert!(total(&page, "process_resident_memory_bytes") > 0.0);
+    // Every request has a response size, and a request size (its
+    // Content-Length, or none at all); none is still being served.
+    assert_eq!(
+        total(&page, "http_server_response_body_size_bytes_count"),
+        380.0
+    );
+    assert_eq!(
+        total(&page, "http_server_request_body_size_bytes_count"),
+        380.0
+    );
+    assert_eq!(total(&page, "http_server_active_requests"), 0.0);
 
     // A request the engine refuses never reaches the layers; it is counted
     // by its status.

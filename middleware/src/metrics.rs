@@ -193,15 +193,24 @@ impl Measurement {
     // ANCHOR_END: finish
 }
 
-/// The metrics' keys, kept per thread: building a key (its label list and
-/// hash) on every request costs more than recording the value. Keys, not
-/// handles, are kept: a key belongs to no recorder, so it stays right
-/// whichever recorder is current (another process's, a test's).
+/// The metrics' keys and handles, kept per thread: building a key (its
+/// label list and hash) on every request costs more than recording the
+/// value, and registering it with the recorder is a lookup in the
+/// recorder's registry.
+///
+/// Keys belong to no recorder, so they stay right whichever recorder is
+/// current (another process's, a test's). Handles belong to the recorder
+/// that made them, so they are kept only for the process's global
+/// recorder (or, before one is installed, the no-op one): neither is ever
+/// replaced or freed, so its address names it for the life of the
+/// process. A recorder that merely had the same address as an earlier one,
+/// such as a test's, would otherwise be given the first one's handles.
 mod keys {
     use std::cell::RefCell;
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use metrics::{Gauge, Histogram, Key, Label, Level, Metadata, SharedString};
+    use metrics::{Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString};
     use turnstile_core::http::StatusCode;
 
     use super::{
@@ -211,11 +220,36 @@ mod keys {
     static METADATA: Metadata<'static> =
         Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
-    /// One series' keys.
+    /// The address of the process's global recorder, or 0.
+    static GLOBAL_RECORDER: AtomicUsize = AtomicUsize::new(0);
+
+    fn address(recorder: &dyn Recorder) -> usize {
+        std::ptr::from_ref(recorder).cast::<()>() as usize
+    }
+
+    /// Finds the global recorder, as it is now. A new thread has no local
+    /// recorder, so the recorder it is given is the global one.
+    pub(super) fn find_global_recorder() {
+        let global = std::thread::scope(|scope| {
+            scope
+                .spawn(|| metrics::with_recorder(address))
+                .join()
+                .unwrap_or(0)
+        });
+        GLOBAL_RECORDER.store(global, Ordering::Relaxed);
+    }
+
+    fn is_global(recorder: &dyn Recorder) -> bool {
+        let global = GLOBAL_RECORDER.load(Ordering::Relaxed);
+        global != 0 && global == address(recorder)
+    }
+
+    /// One series' keys, and its handles from the global recorder.
     struct Series {
         duration: Key,
         request_body: Key,
         response_body: Key,
+        global: Option<Histograms>,
     }
 
     /// One series' histograms, from the current recorder.
@@ -233,7 +267,7 @@ mod keys {
 
     #[derive(Default)]
     struct Cache {
-        active: HashMap<(&'static str, &'static str), Key>,
+        active: HashMap<(&'static str, &'static str), (Key, Option<Gauge>)>,
         series: HashMap<(&'static str, u16, &'static str), HashMap<Box<str>, Series>>,
         count: usize,
     }
@@ -245,16 +279,24 @@ mod keys {
     pub(super) fn active(method: &'static str, scheme: &'static str) -> Gauge {
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
-            let key = cache.active.entry((method, scheme)).or_insert_with(|| {
-                Key::from_parts(
+            let (key, global) = cache.active.entry((method, scheme)).or_insert_with(|| {
+                let key = Key::from_parts(
                     ACTIVE_REQUESTS,
                     vec![
                         Label::from_static_parts("http_request_method", method),
                         Label::from_static_parts("url_scheme", scheme),
                     ],
-                )
+                );
+                (key, None)
             });
-            metrics::with_recorder(|recorder| recorder.register_gauge(key, &METADATA))
+            metrics::with_recorder(|recorder| {
+                if !is_global(recorder) {
+                    return recorder.register_gauge(key, &METADATA);
+                }
+                global
+                    .get_or_insert_with(|| recorder.register_gauge(key, &METADATA))
+                    .clone()
+            })
         })
     }
 
@@ -276,33 +318,63 @@ mod keys {
                 .series
                 .entry((method, status.as_u16(), scheme))
                 .or_default();
-            let register = |series: &Series| {
-                metrics::with_recorder(|recorder| Histograms {
+            let register =
+                |recorder: &dyn Recorder, series: &Series, with_request_body: bool| Histograms {
                     duration: recorder.register_histogram(&series.duration, &METADATA),
                     request_body: with_request_body
                         .then(|| recorder.register_histogram(&series.request_body, &METADATA)),
                     response_body: recorder.register_histogram(&series.response_body, &METADATA),
-                })
+                };
+            let series = match routes.get_mut(route) {
+                // The common case: one lookup.
+                Some(series) => series,
+                None => {
+                    let labels = vec![
+                        Label::from_static_parts("http_request_method", method),
+                        Label::new("http_response_status_code", status_label(status)),
+                        Label::new("http_route", SharedString::from(route.to_owned())),
+                        Label::from_static_parts("url_scheme", scheme),
+                    ];
+                    cache.count += 1;
+                    routes.entry(route.into()).or_insert(Series {
+                        duration: Key::from_parts(REQUEST_DURATION, labels.clone()),
+                        request_body: Key::from_parts(REQUEST_BODY_SIZE, labels.clone()),
+                        response_body: Key::from_parts(RESPONSE_BODY_SIZE, labels),
+                        global: None,
+                    })
+                }
             };
-            // The common case: one lookup.
-            if let Some(series) = routes.get(route) {
-                return register(series);
-            }
-            let labels = vec![
-                Label::from_static_parts("http_request_method", method),
-                Label::new("http_response_status_code", status_label(status)),
-                Label::new("http_route", SharedString::from(route.to_owned())),
-                Label::from_static_parts("url_scheme", scheme),
-            ];
-            let series = Series {
-                duration: Key::from_parts(REQUEST_DURATION, labels.clone()),
-                request_body: Key::from_parts(REQUEST_BODY_SIZE, labels.clone()),
-                response_body: Key::from_parts(RESPONSE_BODY_SIZE, labels),
-            };
-            let histograms = register(&series);
-            routes.insert(route.into(), series);
-            cache.count += 1;
-            histograms
+            metrics::with_recorder(|recorder| {
+                if !is_global(recorder) {
+                    return register(recorder, series, with_request_body);
+                }
+                // The global recorder's handles, the request body's
+                // registered once a request has one.
+                if series.global.is_none() {
+                    series.global = Some(register(recorder, series, false));
+                }
+                if with_request_body
+                    && series
+                        .global
+                        .as_ref()
+                        .is_some_and(|known| known.request_body.is_none())
+                {
+                    let request_body = recorder.register_histogram(&series.request_body, &METADATA);
+                    if let Some(known) = series.global.as_mut() {
+                        known.request_body = Some(request_body);
+                    }
+                }
+                let known = series.global.as_ref().expect("registered above");
+                Histograms {
+                    duration: known.duration.clone(),
+                    request_body: if with_request_body {
+                        known.request_body.clone()
+                    } else {
+                        None
+                    },
+                    response_body: known.response_body.clone(),
+                }
+            })
         })
     }
     // ANCHOR_END: key_cache
@@ -386,8 +458,9 @@ fn status_label(status: StatusCode) -> SharedString {
 /// the metrics' descriptions (their `# HELP` lines), plus one.
 static DESCRIBED: AtomicU64 = AtomicU64::new(0);
 
-/// Describes the metrics to this process's recorder, once. A worker installs
-/// its recorder after the fork, so descriptions made by the parent (under
+/// Describes the metrics to this process's recorder, and finds which
+/// recorder is the process's global one, once. A worker installs its
+/// recorder after the fork, so descriptions made by the parent (under
 /// `preload`) never reached it.
 fn describe_in_this_process() {
     let generation = per_process::generation() + 1;
@@ -395,6 +468,7 @@ fn describe_in_this_process() {
     if DESCRIBED.load(Ordering::Relaxed) != generation {
         DESCRIBED.store(generation, Ordering::Relaxed);
         HttpMetrics::describe();
+        keys::find_global_recorder();
     }
 }
 
