@@ -172,7 +172,7 @@ fn tracing_layer(c: &mut Criterion) {
 /// Every layer, as `--middleware all` stacks them, each doing its work:
 /// the JSON access log written, metrics recorded, Sentry and OpenTelemetry
 /// clients built (the success path sends nothing to the first; the second
-/// gets every span).
+/// gets every span). Last, since it installs the global recorder for good.
 fn full_stack(c: &mut Criterion) {
     let access_log = AccessLog::new(
         "json".parse::<AccessFormat>().unwrap(),
@@ -194,13 +194,15 @@ fn full_stack(c: &mut Criterion) {
         .layer(HttpMetrics::new())
         .layer(ErrorCapture::new().sentry(options))
         .app(hello);
+    // The process's global recorder, as a worker installs it, and a new
+    // generation, as the worker's boot makes, so the metrics layer finds it.
     let recorder = prometheus_recorder();
     let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).expect("the first global recorder");
+    turnstile_core::per_process::after_fork();
     tracing::subscriber::with_default(subscriber, || {
-        metrics::with_local_recorder(&recorder, || {
-            bench_with(c, "full stack (every layer on)", &app, || {
-                handle.run_upkeep()
-            });
+        bench_with(c, "full stack (every layer on)", &app, || {
+            handle.run_upkeep()
         });
     });
     access_log.flush();
