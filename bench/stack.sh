@@ -9,7 +9,8 @@
 # - turnstile, full stack: --app hello --threads 8 --middleware all, a JSON
 #   access log to a file, request ids and security headers, metrics
 #   (--metrics-bind), SENTRY_DSN and OTEL_EXPORTER_OTLP_ENDPOINT at the
-#   stand-ins (every request is a span, exported);
+#   stand-ins (every request is a span, exported: the span queue is sized
+#   for this rate, and the spans that arrive are counted);
 # - turnstile, bare: --app hello --threads 8 --middleware none;
 # - axum + tower-http (bench/peers/src/bin/axum-stack.rs): TraceLayer to a
 #   file, request ids, the same security headers, CatchPanicLayer, a
@@ -21,7 +22,8 @@
 # - hyper 1 on a current-thread tokio runtime (as in bench/load.sh).
 #
 # Prints requests/s, p50 and p99 latency, and the workers' resident memory
-# for each (medians over the rounds), and the ratios.
+# for each (medians over the rounds), the ratios, and how many of the full
+# stack's requests arrived at the collector stand-in as spans.
 #
 # Run: bench/stack.sh   (needs wrk, taskset and python3 with venv)
 # Knobs: ROUNDS (3), DURATION (seconds per run, 10), CONNECTIONS (16),
@@ -134,6 +136,7 @@ load() {
     p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$WORK/$name.wrk")")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$WORK/$name.wrk")")
     errors=$(grep -E 'Socket errors|Non-2xx' "$WORK/$name.wrk" || true)
+    awk '/requests in/ {print $1}' "$WORK/$name.wrk" >>"$WORK/$name.served"
     local rss
     rss=$(rss_mib "$(cat "$WORK/$name.pid")")
     printf '  %-28s %10s req/s  p50 %8s ms  p99 %8s ms  %7s MiB %s\n' "$name" "$rps" "$p50" "$p99" "$rss" "$errors" >&2
@@ -149,6 +152,7 @@ OTLP_ENDPOINT=$(stand_in otlp_receiver)
 
 # ANCHOR: servers
 FULL_ADDR=$(SENTRY_DSN=$SENTRY_DSN OTEL_EXPORTER_OTLP_ENDPOINT=$OTLP_ENDPOINT \
+    OTEL_BSP_MAX_QUEUE_SIZE=65536 OTEL_BSP_MAX_EXPORT_BATCH_SIZE=8192 \
     start_server turnstile-full "$TURNSTILE" --bind 127.0.0.1:0 --app hello --threads 8 \
     --middleware all --keepalive 300 --access-log "$WORK/turnstile-access.log" \
     --access-log-format json --metrics-bind 127.0.0.1:0)
@@ -192,4 +196,16 @@ awk -v f="${RPS[turnstile-full]}" -v a="${RPS[axum]}" -v g="${RPS[gunicorn]}" \
     printf "turnstile full stack / axum + tower-http     %6.2f\n", f / a
     printf "turnstile full stack / gunicorn + Python     %6.2f\n", f / g
     printf "turnstile bare / hyper                       %6.2f\n", b / h
+}'
+
+# Every span the full stack's worker still holds is sent as it stops.
+kill -TERM "$(cat "$WORK/turnstile-full.pid")"
+for _ in $(seq 50); do
+    kill -0 "$(cat "$WORK/turnstile-full.pid")" 2>/dev/null || break
+    sleep 0.1
+done
+served=$(awk '{ n += $1 } END { print n }' "$WORK/turnstile-full.served")
+spans=$(sed -n 's/^otlp receiver: \([0-9]*\) spans received from turnstile$/\1/p' "$WORK/otlp_receiver.err" | tail -1)
+awk -v s="${spans:-0}" -v n="$served" 'BEGIN {
+    printf "turnstile full stack: %d of %d requests arrived as spans (%.1f%%)\n", s, n, n ? 100 * s / n : 0
 }'

@@ -13,13 +13,15 @@
 //!
 //! Standard output gets one JSON line per span, for programs; standard
 //! error a summary of each, for people; `STAND_IN_QUIET=1` decodes and
-//! shows nothing (the load benchmark). Another address:
+//! says only how many spans each service has sent so far (the load
+//! benchmark). Another address:
 //! `cargo run --example otlp_receiver -- 127.0.0.1:0`.
 
 #[path = "support/loopback.rs"]
 mod loopback;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -34,9 +36,10 @@ static COLLECTOR: loopback::StandIn = loopback::StandIn {
     receive,
 };
 
-/// Spans received so far; quiet, the receiver says only this, so that a
-/// benchmark can tell how many of its requests' spans arrived.
-static SPANS_RECEIVED: AtomicUsize = AtomicUsize::new(0);
+/// Spans received so far, by `service.name`; quiet, the receiver says only
+/// this, so that a benchmark can tell how many of its requests' spans
+/// arrived.
+static SPANS_RECEIVED: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
 
 fn main() {
     loopback::run(&COLLECTOR, "127.0.0.1:4318", |addr| {
@@ -50,14 +53,29 @@ fn receive(body: &[u8]) -> Result<(), String> {
     let export = ExportTraceServiceRequest::decode(body)
         .map_err(|e| format!("not an OTLP trace export: {e}"))?;
     if loopback::quiet() {
-        let spans: usize = export
-            .resource_spans
-            .iter()
-            .flat_map(|resource_spans| &resource_spans.scope_spans)
-            .map(|scope_spans| scope_spans.spans.len())
-            .sum();
-        let total = SPANS_RECEIVED.fetch_add(spans, Ordering::Relaxed) + spans;
-        eprintln!("otlp receiver: {total} spans received");
+        let mut received = SPANS_RECEIVED.lock().unwrap_or_else(|e| e.into_inner());
+        for resource_spans in &export.resource_spans {
+            let service = resource_spans
+                .resource
+                .as_ref()
+                .and_then(|resource| {
+                    resource.attributes.iter().find(|kv| kv.key == "service.name")
+                })
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|value| match &value.value {
+                    Some(any_value::Value::StringValue(name)) => Some(name.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let spans: usize = resource_spans
+                .scope_spans
+                .iter()
+                .map(|scope_spans| scope_spans.spans.len())
+                .sum();
+            let total = received.entry(service.clone()).or_default();
+            *total += spans;
+            eprintln!("otlp receiver: {total} spans received from {service}");
+        }
         return Ok(());
     }
     for resource_spans in &export.resource_spans {
