@@ -59,7 +59,10 @@ fn receive(body: &[u8]) -> Result<(), String> {
                 .resource
                 .as_ref()
                 .and_then(|resource| {
-                    resource.attributes.iter().find(|kv| kv.key == "service.name")
+                    resource
+                        .attributes
+                        .iter()
+                        .find(|kv| kv.key == "service.name")
                 })
                 .and_then(|kv| kv.value.as_ref())
                 .and_then(|value| match &value.value {

@@ -226,6 +226,16 @@ static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
 });
 // ANCHOR_END: propagator
 
+/// The caller's context from the request's headers; most requests carry
+/// none, and then the propagators, which would find nothing, are skipped.
+fn caller_context(headers: &HeaderMap) -> Context {
+    if headers.contains_key("traceparent") || headers.contains_key("baggage") {
+        PROPAGATOR.extract(&HeaderExtractor(headers))
+    } else {
+        Context::current()
+    }
+}
+
 // ANCHOR: handle
 impl<A: Application> Application for Traced<A> {
     fn handle(&self, mut request: Request) -> AppResult {
@@ -242,7 +252,7 @@ impl<A: Application> Application for Traced<A> {
             }
             return self.inner.handle(request);
         };
-        let parent = PROPAGATOR.extract(&HeaderExtractor(request.headers()));
+        let parent = caller_context(request.headers());
         let method = MethodName::of(request.method());
         let routed_at_start = Route::of_request(&request).is_some();
         let span = tracer
@@ -406,7 +416,8 @@ fn request_attributes(
 ) -> Vec<KeyValue> {
     let environ = Environ::of(request);
     let uri = request.uri();
-    let mut attributes = Vec::with_capacity(12);
+    // Room for what the end adds (status, error type) too.
+    let mut attributes = Vec::with_capacity(14);
     match method {
         MethodName::Known(name) => {
             attributes.push(KeyValue::new("http.request.method", *name));
