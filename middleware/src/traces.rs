@@ -61,7 +61,7 @@
 //! ```
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
@@ -430,7 +430,7 @@ fn request_attributes(
             ));
         }
     }
-    attributes.push(KeyValue::new("url.path", uri.path().to_owned()));
+    attributes.push(KeyValue::new("url.path", recent::path(uri.path())));
     if let Some(query) = uri.query() {
         attributes.push(KeyValue::new(
             "url.query",
@@ -439,24 +439,24 @@ fn request_attributes(
     }
     attributes.push(KeyValue::new("url.scheme", scheme_label(request)));
     if let Some(route) = Route::of_request(request) {
-        attributes.push(KeyValue::new("http.route", route.as_str().to_owned()));
+        attributes.push(KeyValue::new("http.route", route.clone().into_inner()));
     }
-    let (host, port) = server_address(request, environ);
-    if let Some(host) = host {
+    if let Some((host, port)) = server_address(request, environ) {
         attributes.push(KeyValue::new("server.address", host));
-    }
-    if let Some(port) = port {
         attributes.push(KeyValue::new("server.port", i64::from(port)));
     }
     if let Some(client) = environ.client_addr.or(environ.remote_addr) {
-        attributes.push(KeyValue::new("client.address", ip_text(client.ip())));
+        attributes.push(KeyValue::new("client.address", recent::client(client.ip())));
     }
     if let Some(agent) = request
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
     {
-        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+        attributes.push(KeyValue::new(
+            "user_agent.original",
+            recent::user_agent(agent),
+        ));
     }
     let version = match request.version() {
         Version::HTTP_10 => "1.0",
@@ -476,34 +476,103 @@ fn ip_text(ip: std::net::IpAddr) -> String {
 
 /// `server.address` and `server.port`: from the target's authority or
 /// `Host`, as the client addressed the server, else the socket's address.
-fn server_address(request: &Request, environ: &Environ) -> (Option<String>, Option<u16>) {
-    let authority = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            request
-                .headers()
-                .get(header::HOST)
-                .and_then(|host| host.to_str().ok())
-                .map(str::to_owned)
-        });
+fn server_address(request: &Request, environ: &Environ) -> Option<(Arc<str>, u16)> {
+    let authority = match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok()),
+    };
     let default_port = if scheme_label(request) == "https" {
         443
     } else {
         80
     };
-    match authority.and_then(|text| text.parse::<turnstile_core::http::uri::Authority>().ok()) {
-        Some(authority) => (
-            Some(authority.host().to_owned()),
-            Some(authority.port_u16().unwrap_or(default_port)),
-        ),
-        None => match environ.server_addr {
-            Some(addr) => (Some(addr.ip().to_string()), Some(addr.port())),
-            None => (None, None),
-        },
+    authority
+        .and_then(|text| recent::server(text, default_port))
+        .or_else(|| {
+            environ
+                .server_addr
+                .map(|addr| (Arc::from(ip_text(addr.ip())), addr.port()))
+        })
+}
+
+// ANCHOR: recent
+/// The strings a span's attributes repeat from request to request: the
+/// server's name, the client's address and user agent (the same for every
+/// request of a connection), often the path. Each thread keeps the last of
+/// each, shared, so a repeat costs a reference count instead of an
+/// allocation here and a free on the span queue's thread.
+mod recent {
+    use std::cell::RefCell;
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Last {
+        path: Option<Arc<str>>,
+        user_agent: Option<Arc<str>>,
+        client: Option<(IpAddr, Arc<str>)>,
+        /// The authority as sent and the default port, and what they give.
+        server: Option<(Box<str>, u16, Option<(Arc<str>, u16)>)>,
+    }
+
+    thread_local! {
+        static LAST: RefCell<Last> = RefCell::default();
+    }
+
+    fn reuse(last: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
+        match last {
+            Some(known) if **known == *text => known.clone(),
+            _ => last.insert(Arc::from(text)).clone(),
+        }
+    }
+
+    pub(super) fn path(text: &str) -> Arc<str> {
+        LAST.with(|last| reuse(&mut last.borrow_mut().path, text))
+    }
+
+    pub(super) fn user_agent(text: &str) -> Arc<str> {
+        LAST.with(|last| reuse(&mut last.borrow_mut().user_agent, text))
+    }
+
+    pub(super) fn client(ip: IpAddr) -> Arc<str> {
+        LAST.with(|last| {
+            let last = &mut last.borrow_mut().client;
+            match last {
+                Some((known, text)) if *known == ip => text.clone(),
+                _ => last.insert((ip, Arc::from(super::ip_text(ip)))).1.clone(),
+            }
+        })
+    }
+
+    /// The host and port of an authority (`example.com:8080`), or `None`
+    /// when it is not one.
+    pub(super) fn server(authority: &str, default_port: u16) -> Option<(Arc<str>, u16)> {
+        LAST.with(|last| {
+            let last = &mut last.borrow_mut().server;
+            if let Some((known, port, parsed)) = last.as_ref()
+                && **known == *authority
+                && *port == default_port
+            {
+                return parsed.clone();
+            }
+            let parsed = authority
+                .parse::<turnstile_core::http::uri::Authority>()
+                .ok()
+                .map(|parsed| {
+                    (
+                        Arc::from(parsed.host()),
+                        parsed.port_u16().unwrap_or(default_port),
+                    )
+                });
+            *last = Some((authority.into(), default_port, parsed.clone()));
+            parsed
+        })
     }
 }
+// ANCHOR_END: recent
 
 // ANCHOR: incoming
 /// The trace id of a valid incoming `traceparent`, without the SDK.

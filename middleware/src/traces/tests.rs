@@ -261,3 +261,30 @@ fn addresses_are_written_as_std_writes_them() {
         assert_eq!(ip_text(ip), ip.to_string());
     }
 }
+
+#[test]
+fn repeated_attribute_strings_are_shared_and_never_stale() {
+    let first = recent::path("/users/7");
+    assert!(Arc::ptr_eq(&first, &recent::path("/users/7")));
+    assert_eq!(&*recent::path("/users/8"), "/users/8");
+    assert_eq!(&*recent::path("/users/7"), "/users/7");
+
+    let agent = recent::user_agent("curl/8.5");
+    assert!(Arc::ptr_eq(&agent, &recent::user_agent("curl/8.5")));
+    assert_eq!(&*recent::user_agent("Mozilla/5.0"), "Mozilla/5.0");
+
+    let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let other: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+    assert!(Arc::ptr_eq(&recent::client(local), &recent::client(local)));
+    assert_eq!(&*recent::client(other), "2001:db8::1");
+    assert_eq!(&*recent::client(local), "127.0.0.1");
+
+    let (host, port) = recent::server("example.com", 80).unwrap();
+    assert_eq!((&*host, port), ("example.com", 80));
+    // The same authority over https has another default port.
+    assert_eq!(recent::server("example.com", 443).unwrap().1, 443);
+    assert_eq!(recent::server("example.com:8080", 443).unwrap().1, 8080);
+    assert_eq!(&*recent::server("[::1]:9000", 80).unwrap().0, "[::1]");
+    assert_eq!(recent::server("bad host", 80), None);
+    assert_eq!(recent::server("bad host", 80), None);
+}
