@@ -514,8 +514,15 @@ mod recent {
         path: Option<Arc<str>>,
         user_agent: Option<Arc<str>>,
         client: Option<(IpAddr, Arc<str>)>,
-        /// The authority as sent and the default port, and what they give.
-        server: Option<(Box<str>, u16, Option<(Arc<str>, u16)>)>,
+        server: Option<Server>,
+    }
+
+    /// An authority as sent and the default port, and the host and port
+    /// they give.
+    struct Server {
+        authority: Box<str>,
+        default_port: u16,
+        parsed: Option<(Arc<str>, u16)>,
     }
 
     thread_local! {
@@ -552,11 +559,11 @@ mod recent {
     pub(super) fn server(authority: &str, default_port: u16) -> Option<(Arc<str>, u16)> {
         LAST.with(|last| {
             let last = &mut last.borrow_mut().server;
-            if let Some((known, port, parsed)) = last.as_ref()
-                && **known == *authority
-                && *port == default_port
+            if let Some(known) = last.as_ref()
+                && *known.authority == *authority
+                && known.default_port == default_port
             {
-                return parsed.clone();
+                return known.parsed.clone();
             }
             let parsed = authority
                 .parse::<turnstile_core::http::uri::Authority>()
@@ -567,7 +574,11 @@ mod recent {
                         parsed.port_u16().unwrap_or(default_port),
                     )
                 });
-            *last = Some((authority.into(), default_port, parsed.clone()));
+            *last = Some(Server {
+                authority: authority.into(),
+                default_port,
+                parsed: parsed.clone(),
+            });
             parsed
         })
     }
