@@ -69,7 +69,9 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-use turnstile_core::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
+use turnstile_core::http::{
+    HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header,
+};
 use turnstile_core::{
     AppResult, Application, Environ, Layer, Outcome, PerProcess, Request, Route, TraceId,
     on_complete,
@@ -226,10 +228,14 @@ static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
 });
 // ANCHOR_END: propagator
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+const TRACE_RESPONSE_NAME: HeaderName = HeaderName::from_static(TRACE_RESPONSE);
+
 /// The caller's context from the request's headers; most requests carry
 /// none, and then the propagators, which would find nothing, are skipped.
 fn caller_context(headers: &HeaderMap) -> Context {
-    if headers.contains_key("traceparent") || headers.contains_key("baggage") {
+    if headers.contains_key(&TRACEPARENT) || headers.contains_key(&BAGGAGE) {
         PROPAGATOR.extract(&HeaderExtractor(headers))
     } else {
         Context::current()
@@ -290,7 +296,7 @@ impl<A: Application> Application for Traced<A> {
         if ids.is_valid() {
             response
                 .headers_mut()
-                .insert(TRACE_RESPONSE, trace_response(&ids));
+                .insert(TRACE_RESPONSE_NAME, trace_response(&ids));
         }
         let named = Route::of_response(&response)
             .filter(|_| !routed_at_start)
@@ -588,7 +594,7 @@ mod recent {
 // ANCHOR: incoming
 /// The trace id of a valid incoming `traceparent`, without the SDK.
 fn incoming_trace_id(headers: &HeaderMap) -> Option<TraceId> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
+    let value = headers.get(&TRACEPARENT)?.to_str().ok()?;
     let mut parts = value.trim().split('-');
     let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
     let lower_hex = |text: &str| text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));

@@ -22,8 +22,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use http::HeaderMap;
 use http::uri::Scheme;
+use http::{HeaderMap, HeaderName, header};
 use ipnet::IpNet;
 use turnstile_core::Environ;
 
@@ -141,8 +141,8 @@ impl TrustedProxies {
         if let Some(proto) = forwarded.and_then(|forwarded| forwarded.proto) {
             vote(proto.eq_ignore_ascii_case("https"))?;
         }
-        for (name, secure_value) in SECURE_SCHEME_HEADERS {
-            if let Some(value) = headers.get(*name).and_then(|v| v.to_str().ok()) {
+        for (name, secure_value) in &SECURE_SCHEME_HEADERS {
+            if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
                 vote(value.trim().eq_ignore_ascii_case(secure_value))?;
             }
         }
@@ -170,17 +170,21 @@ impl TrustedProxies {
 
 /// Gunicorn's `secure_scheme_headers`: each header and the value that means
 /// HTTPS.
-const SECURE_SCHEME_HEADERS: &[(&str, &str)] = &[
-    ("x-forwarded-proto", "https"),
-    ("x-forwarded-protocol", "ssl"),
-    ("x-forwarded-ssl", "on"),
+const SECURE_SCHEME_HEADERS: [(HeaderName, &str); 3] = [
+    (HeaderName::from_static("x-forwarded-proto"), "https"),
+    (HeaderName::from_static("x-forwarded-protocol"), "ssl"),
+    (HeaderName::from_static("x-forwarded-ssl"), "on"),
 ];
 
+/// Names, not strings: a lookup by a string parses it first, and every
+/// request from a trusted peer is looked through for all five.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 fn has_proxy_headers(headers: &HeaderMap) -> bool {
-    ["forwarded", "x-forwarded-for"]
-        .iter()
+    [&header::FORWARDED, &X_FORWARDED_FOR]
+        .into_iter()
         .chain(SECURE_SCHEME_HEADERS.iter().map(|(name, _)| name))
-        .any(|name| headers.contains_key(*name))
+        .any(|name| headers.contains_key(name))
 }
 
 /// Every address of every `X-Forwarded-For` line, farthest first. A hop
@@ -188,7 +192,7 @@ fn has_proxy_headers(headers: &HeaderMap) -> bool {
 /// be placed.
 fn x_forwarded_for(headers: &HeaderMap) -> Vec<IpAddr> {
     let hops: Vec<Option<IpAddr>> = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
@@ -209,7 +213,7 @@ fn rfc7239(headers: &HeaderMap) -> Option<Forwarded> {
     let mut fors = Vec::new();
     let mut proto = None;
     let mut any = false;
-    for value in headers.get_all("forwarded").iter() {
+    for value in headers.get_all(header::FORWARDED).iter() {
         let value = value.to_str().ok()?;
         for element in value.split(',') {
             any = true;
