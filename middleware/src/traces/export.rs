@@ -232,7 +232,7 @@ impl Default for UreqClient {
 impl HttpClient for UreqClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let (parts, body) = request.into_parts();
-        let response = match self.agent.run(Request::from_parts(parts, body.to_vec())) {
+        let response = match self.agent.run(Request::from_parts(parts, body.as_ref())) {
             Ok(response) => response,
             Err(error) => {
                 self.complain(&error);

@@ -141,14 +141,18 @@ impl OtlpExporter {
                 None => scopes.push((&span.instrumentation_scope, vec![span])),
             }
         }
+        // Spans are a few hundred bytes each: a guess at each level's length
+        // that is usually right, so its body is seldom moved.
+        const SPAN: usize = 400;
         let mut out = Vec::with_capacity(256 + spans.len() * 512);
-        message(&mut out, 1, |out| {
+        let room = varint_length(spans.len() * SPAN);
+        message_with_room(&mut out, 1, room, |out| {
             bytes_field(out, 1, &self.resource);
             for (scope, members) in &scopes {
-                message(out, 2, |out| {
+                message_with_room(out, 2, varint_length(members.len() * SPAN), |out| {
                     message(out, 1, |out| put_scope(out, scope));
                     for span in members {
-                        message(out, 2, |out| put_span(out, span));
+                        message_with_room(out, 2, varint_length(SPAN), |out| put_span(out, span));
                     }
                     string(out, 3, scope.schema_url().unwrap_or_default());
                 });
@@ -412,18 +416,20 @@ fn string_always(out: &mut Vec<u8>, field: u32, text: &str) {
 // ANCHOR: message
 /// A nested message, written in place: one byte is kept for its length,
 /// enough for the small messages that are most of them (attributes,
-/// values), and the body is moved only when its length needs more (a
-/// span, a batch).
+/// values), and the body is moved only when its length needs more.
 fn message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
+    message_with_room(out, field, 1, body);
+}
+
+/// A nested message whose length is expected to take `room` bytes (a
+/// span's two, a batch's three or four): the body is moved only when the
+/// guess was wrong.
+fn message_with_room(out: &mut Vec<u8>, field: u32, room: usize, body: impl FnOnce(&mut Vec<u8>)) {
     key(out, field, LENGTH_DELIMITED);
     let start = out.len();
-    out.push(0);
+    out.resize(start + room, 0);
     body(out);
-    let length = out.len() - start - 1;
-    if length < 0x80 {
-        out[start] = length as u8;
-        return;
-    }
+    let length = out.len() - start - room;
     let mut prefix = [0; 10];
     let mut used = 0;
     let mut n = length as u64;
@@ -433,7 +439,18 @@ fn message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
         used += 1;
     }
     prefix[used] = n as u8;
-    out.splice(start..=start, prefix[..=used].iter().copied());
+    let used = used + 1;
+    if used == room {
+        out[start..start + room].copy_from_slice(&prefix[..used]);
+    } else {
+        out.splice(start..start + room, prefix[..used].iter().copied());
+    }
+}
+
+/// How many bytes a varint takes.
+fn varint_length(n: usize) -> usize {
+    let bits = usize::BITS - (n | 1).leading_zeros();
+    bits.div_ceil(7) as usize
 }
 // ANCHOR_END: message
 // ANCHOR_END: all
@@ -571,18 +588,39 @@ mod tests {
     // ANCHOR_END: same_as_official
 
     #[test]
+    fn varint_lengths_are_counted_as_written() {
+        for n in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            usize::MAX,
+        ] {
+            let mut out = Vec::new();
+            varint(&mut out, n as u64);
+            assert_eq!(varint_length(n), out.len(), "{n}");
+        }
+    }
+
+    #[test]
     fn messages_of_every_length_round_trip() {
         use opentelemetry_proto::tonic::common::v1::{ArrayValue, any_value};
         for length in [0, 1, 125, 126, 127, 128, 16_383, 16_384, 2_097_152] {
             let text = "y".repeat(length);
-            let mut out = Vec::new();
-            message(&mut out, 1, |out| string_always(out, 1, &text));
-            let array = ArrayValue::decode(out.as_slice()).unwrap();
-            assert_eq!(array.values.len(), 1);
-            assert_eq!(
-                array.values[0].value,
-                Some(any_value::Value::StringValue(text))
-            );
+            for room in 1..=4 {
+                let mut out = Vec::new();
+                message_with_room(&mut out, 1, room, |out| string_always(out, 1, &text));
+                let array = ArrayValue::decode(out.as_slice()).unwrap();
+                assert_eq!(array.values.len(), 1);
+                assert_eq!(
+                    array.values[0].value,
+                    Some(any_value::Value::StringValue(text.clone()))
+                );
+            }
         }
     }
 

@@ -223,15 +223,17 @@ impl<E: SpanExporter> Shared<E> {
     /// the exporter's to report; its spans are not sent again.
     fn export(&self, spans: &mut Vec<SpanData>) {
         let exporter = self.exporter.lock().unwrap_or_else(PoisonError::into_inner);
-        while !spans.is_empty() {
-            let batch: Vec<SpanData> = if spans.len() > self.settings.max_export_batch_size {
-                spans.drain(..self.settings.max_export_batch_size).collect()
-            } else {
-                std::mem::replace(
-                    spans,
-                    Vec::with_capacity(self.settings.max_export_batch_size),
-                )
-            };
+        // Each span is moved once, into its batch; the vector keeps its
+        // room for the next turn.
+        let mut pending = spans.drain(..);
+        loop {
+            let batch: Vec<SpanData> = pending
+                .by_ref()
+                .take(self.settings.max_export_batch_size)
+                .collect();
+            if batch.is_empty() {
+                return;
+            }
             let _ = futures_executor::block_on(exporter.export(batch));
         }
     }
