@@ -158,7 +158,7 @@ fn tracing_layer(c: &mut Criterion) {
     );
     let exporting = TraceRequests::with_provider(|| {
         SdkTracerProvider::builder()
-            .with_batch_exporter(Discard)
+            .with_span_processor(SpanQueue::new(Discard, QueueSettings::default()))
             .build()
     });
     bench(

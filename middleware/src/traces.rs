@@ -500,7 +500,7 @@ fn server_address(request: &Request, environ: &Environ) -> Option<(Arc<str>, u16
         .or_else(|| {
             environ
                 .server_addr
-                .map(|addr| (Arc::from(ip_text(addr.ip())), addr.port()))
+                .map(|addr| (recent::server_ip(addr.ip()), addr.port()))
         })
 }
 
@@ -521,6 +521,7 @@ mod recent {
         user_agent: Option<Arc<str>>,
         client: Option<(IpAddr, Arc<str>)>,
         server: Option<Server>,
+        server_ip: Option<(IpAddr, Arc<str>)>,
     }
 
     /// An authority as sent and the default port, and the host and port
@@ -550,14 +551,20 @@ mod recent {
         LAST.with(|last| reuse(&mut last.borrow_mut().user_agent, text))
     }
 
+    fn address(last: &mut Option<(IpAddr, Arc<str>)>, ip: IpAddr) -> Arc<str> {
+        match last {
+            Some((known, text)) if *known == ip => text.clone(),
+            _ => last.insert((ip, Arc::from(super::ip_text(ip)))).1.clone(),
+        }
+    }
+
     pub(super) fn client(ip: IpAddr) -> Arc<str> {
-        LAST.with(|last| {
-            let last = &mut last.borrow_mut().client;
-            match last {
-                Some((known, text)) if *known == ip => text.clone(),
-                _ => last.insert((ip, Arc::from(super::ip_text(ip)))).1.clone(),
-            }
-        })
+        LAST.with(|last| address(&mut last.borrow_mut().client, ip))
+    }
+
+    /// The address a request without a `Host` arrived on.
+    pub(super) fn server_ip(ip: IpAddr) -> Arc<str> {
+        LAST.with(|last| address(&mut last.borrow_mut().server_ip, ip))
     }
 
     /// The host and port of an authority (`example.com:8080`), or `None`
