@@ -33,7 +33,35 @@ TURNSTILE=target/release/turnstile
 PEERS=bench/peers/target/release
 
 WORK=$(mktemp -d)
+# stop_all: every server and stand-in this script started, by the pid each
+# left in $WORK (they are started inside command substitutions, so the
+# script's own job list never holds them): TERM, up to 5 s to finish, then
+# KILL.
+stop_all() {
+    local pids=()
+    for file in "$WORK"/*.pid; do
+        [[ -e $file ]] && pids+=("$(cat "$file")")
+    done
+    ((${#pids[@]})) || return 0
+    kill "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 50); do
+        running "${pids[@]}" || return 0
+        sleep 0.1
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
+# running PID...: whether any of them is still running (a zombie is not).
+running() {
+    local pid state
+    for pid in "$@"; do
+        state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+        [[ -n $state && $state != Z ]] && return 0
+    done
+    return 1
+}
 cleanup() {
+    stop_all
     jobs -p | xargs -r kill 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -45,7 +73,7 @@ start_server() {
     local name=$1
     shift
     taskset -c "$SERVER_CORE" "$@" >"$WORK/$name.log" 2>&1 &
-    PIDS+=($!)
+    echo $! >"$WORK/$name.pid"
     for _ in $(seq 100); do
         local addr
         addr=$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$WORK/$name.log" | head -1)
@@ -79,7 +107,6 @@ median() {
 turnstile_flags=(--bind 127.0.0.1:0 --app hello --middleware none --keepalive 300)
 [[ -n $THREADS ]] && turnstile_flags+=(--threads "$THREADS")
 
-PIDS=()
 HYPER_ADDR=$(start_server hyper "$PEERS/hyper-hello" 127.0.0.1:0)
 TURNSTILE_ADDR=$(start_server turnstile "$TURNSTILE" "${turnstile_flags[@]}")
 

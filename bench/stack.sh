@@ -57,10 +57,35 @@ if [[ ! -x $VENV/bin/gunicorn ]]; then
 fi
 
 WORK=$(mktemp -d)
-PIDS=()
+# stop_all: every server and stand-in this script started, by the pid each
+# left in $WORK (they are started inside command substitutions, so the
+# script's own job list never holds them): TERM, up to 5 s to finish, then
+# KILL.
+stop_all() {
+    local pids=()
+    for file in "$WORK"/*.pid; do
+        [[ -e $file ]] && pids+=("$(cat "$file")")
+    done
+    ((${#pids[@]})) || return 0
+    kill "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 50); do
+        running "${pids[@]}" || return 0
+        sleep 0.1
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
+# running PID...: whether any of them is still running (a zombie is not).
+running() {
+    local pid state
+    for pid in "$@"; do
+        state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+        [[ -n $state && $state != Z ]] && return 0
+    done
+    return 1
+}
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_all
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -70,7 +95,7 @@ trap cleanup EXIT
 stand_in() {
     local name=$1
     STAND_IN_QUIET=1 taskset -c "$CLIENT_CORE" "$EXAMPLES/$name" 127.0.0.1:0 >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    PIDS+=($!)
+    echo $! >"$WORK/$name.pid"
     for _ in $(seq 100); do
         local line
         line=$(head -1 "$WORK/$name.out")
@@ -90,7 +115,6 @@ start_server() {
     local name=$1
     shift
     taskset -c "$SERVER_CORE" "$@" >"$WORK/$name.log" 2>&1 &
-    PIDS+=($!)
     echo $! >"$WORK/$name.pid"
     for _ in $(seq 200); do
         local addr
