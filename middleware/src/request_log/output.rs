@@ -21,8 +21,9 @@ use super::{AccessFormat, TARGET, with_current_record};
 /// How long a line may wait in a buffer before it is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A buffer is written out once it holds this much.
-const FULL: usize = 16 * 1024;
+/// A buffer is written out once it holds this much: a `write` costs
+/// mostly per call, so fewer, larger ones cost less.
+const FULL: usize = 64 * 1024;
 
 /// Room for the line that takes a buffer past [`FULL`].
 const ROOM_FOR_A_LINE: usize = 1024;
