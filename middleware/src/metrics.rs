@@ -265,10 +265,14 @@ mod keys {
     /// design, so only a misbehaving application gets here.
     const MOST: usize = 10_000;
 
+    /// foldhash, not the standard SipHash: the keys are the layer's own
+    /// labels, and three of them are hashed on every request.
+    type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
     #[derive(Default)]
     struct Cache {
-        active: HashMap<(&'static str, &'static str), (Key, Option<Gauge>)>,
-        series: HashMap<(&'static str, u16, &'static str), HashMap<Box<str>, Series>>,
+        active: Map<(&'static str, &'static str), (Key, Option<Gauge>)>,
+        series: Map<(&'static str, u16, &'static str), Map<Box<str>, Series>>,
         count: usize,
     }
 
