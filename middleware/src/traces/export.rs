@@ -76,27 +76,36 @@ pub fn check_env() -> Result<(), String> {
             "OTEL_TRACES_EXPORTER={exporter}: only otlp (or none) is supported"
         ));
     }
-    if let Some((name, protocol)) = first([
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ]) && protocol != "http/protobuf"
-    {
-        return Err(format!(
-            "{name}={protocol}: only http/protobuf is supported (no gRPC, no JSON)"
-        ));
-    }
-    if let Some((name, compression)) = first([
-        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
-        "OTEL_EXPORTER_OTLP_COMPRESSION",
-    ]) && compression != "none"
-    {
-        return Err(format!(
-            "{name}={compression}: only none is supported (no gzip)"
-        ));
-    }
+    only(
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ],
+        "http/protobuf",
+        "no gRPC, no JSON",
+    )?;
+    only(
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ],
+        "none",
+        "no gzip",
+    )?;
     OtlpSettings::from_env(export_timeout()?)?;
     QueueSettings::from_env()?;
     Ok(())
+}
+
+/// Refuses a value of the first of `names` that is set, other than the one
+/// this pipeline supports.
+fn only(names: [&str; 2], supported: &str, not: &str) -> Result<(), String> {
+    match first(names) {
+        Some((name, value)) if value != supported => Err(format!(
+            "{name}={value}: only {supported} is supported ({not})"
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn export_timeout() -> Result<Duration, String> {

@@ -175,6 +175,28 @@ impl<E> Shared<E> {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Waits on `done` until `finished` holds, or `None` once `deadline`
+    /// has passed.
+    fn wait_done<'a>(
+        &self,
+        mut state: MutexGuard<'a, State>,
+        deadline: Instant,
+        finished: impl Fn(&State) -> bool,
+    ) -> Option<MutexGuard<'a, State>> {
+        while !finished(&state) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = self
+                .done
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Some(state)
+    }
 }
 
 impl<E: SpanExporter> Shared<E> {
@@ -275,19 +297,12 @@ impl<E: SpanExporter + 'static> SpanProcessor for SpanQueue<E> {
         let asked = state.flushes_asked;
         self.shared.work.notify_one();
         let deadline = Instant::now() + FLUSH_TIMEOUT;
-        while state.flushed < asked && !state.stopped {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(OTelSdkError::Timeout(FLUSH_TIMEOUT));
-            }
-            state = self
-                .shared
-                .done
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        Ok(())
+        self.shared
+            .wait_done(state, deadline, |state| {
+                state.flushed >= asked || state.stopped
+            })
+            .map(drop)
+            .ok_or(OTelSdkError::Timeout(FLUSH_TIMEOUT))
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -303,20 +318,13 @@ impl<E: SpanExporter + 'static> SpanProcessor for SpanQueue<E> {
         let mut state = self.shared.lock();
         state.shutting_down = true;
         self.shared.work.notify_one();
-        while !state.stopped {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                // The thread is left to finish on its own, or with the process.
-                return Err(OTelSdkError::Timeout(timeout));
-            }
-            state = self
-                .shared
-                .done
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        drop(state);
+        // Past the deadline, the thread is left to finish on its own, or
+        // with the process.
+        let stopped = self
+            .shared
+            .wait_done(state, deadline, |state| state.stopped)
+            .ok_or(OTelSdkError::Timeout(timeout))?;
+        drop(stopped);
         let _ = thread.join();
         let left = deadline.saturating_duration_since(Instant::now());
         self.shared
