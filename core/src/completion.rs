@@ -32,6 +32,7 @@
 //! ```
 
 use std::fmt;
+use std::time::Instant;
 
 use http::StatusCode;
 
@@ -48,6 +49,9 @@ pub struct Completion {
     pub body_bytes: u64,
     /// Whether the whole response was written.
     pub outcome: Outcome,
+    /// When writing ended (or, for [`Outcome::NotSent`], when the response
+    /// was dropped): one reading, shared by every hook.
+    pub finished: Instant,
 }
 
 impl Completion {
@@ -100,11 +104,17 @@ impl CompletionHooks {
 
 impl Drop for CompletionHooks {
     fn drop(&mut self) {
-        for (status, hook) in std::mem::take(&mut self.hooks) {
+        let hooks = std::mem::take(&mut self.hooks);
+        if hooks.is_empty() {
+            return;
+        }
+        let finished = Instant::now();
+        for (status, hook) in hooks {
             hook(&Completion {
                 status,
                 body_bytes: 0,
                 outcome: Outcome::NotSent,
+                finished,
             });
         }
     }
@@ -162,6 +172,7 @@ mod tests {
             status: StatusCode::OK,
             body_bytes: 2,
             outcome: Outcome::Written,
+            finished: Instant::now(),
         });
         assert_eq!(
             *log.lock().unwrap(),

@@ -6,10 +6,40 @@
 //! value rather than one extension per fact, so a request costs one insert.
 
 use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
 
 use crate::{Request, RequestId};
 use bytes::Bytes;
 use http::uri::Scheme;
+
+/// When the server had read a request's head, by both clocks. The layers
+/// measure from it, and to the [`Completion`](crate::Completion)'s
+/// `finished`, so the access log, the metrics and the span agree on how
+/// long a request took, and a request reads the clock twice, not once per
+/// layer at each end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// For durations.
+    pub instant: Instant,
+    /// For timestamps.
+    pub wall: SystemTime,
+}
+
+impl Received {
+    /// Now, by both clocks.
+    pub fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// The wall-clock time of `instant`, a reading of the monotonic clock
+    /// taken after this one.
+    pub fn wall_at(&self, instant: Instant) -> SystemTime {
+        self.wall + instant.saturating_duration_since(self.instant)
+    }
+}
 
 /// The process and thread that serve a request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,6 +88,9 @@ pub struct Environ {
     /// worker of the server), or one a layer adopted from the request; nil
     /// when neither set it.
     pub request_id: RequestId,
+    /// When the server had read the request's head; `None` for a request
+    /// no server read (one built in a test).
+    pub received: Option<Received>,
 }
 
 static UNKNOWN: Environ = Environ::new();
@@ -75,7 +108,14 @@ impl Environ {
             raw_head: Bytes::new(),
             worker: Worker { id: 0, pid: 0 },
             request_id: RequestId::nil(),
+            received: None,
         }
+    }
+
+    /// When the server had read the request's head, or now for a request
+    /// no server read.
+    pub fn received_or_now(&self) -> Received {
+        self.received.unwrap_or_else(Received::now)
     }
 
     /// The environ of `request`, or an empty one if no server set it (for

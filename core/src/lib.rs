@@ -54,7 +54,7 @@ pub use app::{
 };
 pub use body::{BodyRead, ChunkStream, Content, RequestBody, ResponseBody};
 pub use completion::{Completion, CompletionHooks, Outcome, on_complete};
-pub use environ::{Environ, Worker};
+pub use environ::{Environ, Received, Worker};
 pub use error::{Panicked, call_catching_panics, internal_server_error};
 pub use ids::{RequestId, TraceId};
 pub use layer::{Identity, Layer, LayerFn, Stack, Stacked, layer_fn};

@@ -281,6 +281,7 @@ pub fn serve<A: Application + ?Sized>(app: &A, request: Request) -> TestResponse
         status: parts.status,
         body_bytes: body.len() as u64,
         outcome,
+        finished: std::time::Instant::now(),
     });
     TestResponse {
         status: parts.status,

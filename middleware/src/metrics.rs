@@ -140,7 +140,7 @@ impl<A: Application> Application for Measured<A> {
             measurement.route = Some(route.clone());
         }
         on_complete(&mut response, move |done| {
-            measurement.finish(done.status, done.body_bytes);
+            measurement.finish(done.status, done.body_bytes, done.finished);
         });
         Ok(response)
     }
@@ -164,7 +164,9 @@ impl Measurement {
         let active = keys::active(method, scheme);
         active.increment(1.0);
         Self {
-            started: Instant::now(),
+            // From when the server read the head, as the access log and
+            // the span measure.
+            started: Environ::of(request).received_or_now().instant,
             method,
             scheme,
             route: Route::of_request(request).cloned(),
@@ -174,7 +176,7 @@ impl Measurement {
     }
 
     // ANCHOR: finish
-    fn finish(self, status: StatusCode, response_body: u64) {
+    fn finish(self, status: StatusCode, response_body: u64, finished: Instant) {
         self.active.decrement(1.0);
         let route = self.route.as_ref().map_or(UNMATCHED_ROUTE, Route::as_str);
         let series = keys::histograms(
@@ -184,7 +186,9 @@ impl Measurement {
             self.scheme,
             self.request_body.is_some(),
         );
-        series.duration.record(self.started.elapsed());
+        series
+            .duration
+            .record(finished.saturating_duration_since(self.started));
         if let (Some(histogram), Some(size)) = (&series.request_body, self.request_body) {
             histogram.record(size as f64);
         }
@@ -390,7 +394,7 @@ struct Pending(Option<Measurement>);
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(measurement) = self.0.take() {
-            measurement.finish(StatusCode::INTERNAL_SERVER_ERROR, 0);
+            measurement.finish(StatusCode::INTERNAL_SERVER_ERROR, 0, Instant::now());
         }
     }
 }

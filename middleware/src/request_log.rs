@@ -227,8 +227,9 @@ impl Pending {
             }
         }
         let text = |name: HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+        let received = environ.received_or_now();
         let record = Box::new(AccessRecord {
-            started: SystemTime::now(),
+            started: received.wall,
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
             query: request
@@ -254,7 +255,7 @@ impl Pending {
         });
         Self {
             record: Some(record),
-            clock: Instant::now(),
+            clock: received.instant,
             config: config.clone(),
         }
     }
@@ -274,6 +275,7 @@ impl Drop for Pending {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 body_bytes: 0,
                 outcome: Outcome::NotSent,
+                finished: Instant::now(),
             };
             finish(&self.config, record, self.clock, &failed);
         }
@@ -285,7 +287,7 @@ fn finish(config: &RequestLog, mut record: Box<AccessRecord>, clock: Instant, do
     record.status = done.status;
     record.bytes = done.body_bytes;
     record.outcome = done.outcome;
-    record.duration = clock.elapsed();
+    record.duration = done.finished.saturating_duration_since(clock);
     let failed = done.status.is_server_error() || done.outcome == Outcome::Aborted;
     if !failed && config.skip.contains(&record.path) {
         return;

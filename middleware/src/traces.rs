@@ -261,9 +261,13 @@ impl<A: Application> Application for Traced<A> {
         let parent = caller_context(request.headers());
         let method = MethodName::of(request.method());
         let routed_at_start = Route::of_request(&request).is_some();
+        // From when the server read the head, to the completion's reading
+        // of the clock: the access log and the metrics measure the same.
+        let received = Environ::of(&request).received_or_now();
         let span = tracer
             .span_builder(span_name(&method, Route::of_request(&request)))
             .with_kind(SpanKind::Server)
+            .with_start_time(received.wall)
             .with_attributes(request_attributes(&request, &method, &self.layer.redactor))
             .start_with_context(&tracer, &parent);
         let cx = parent.with_span(span);
@@ -289,6 +293,7 @@ impl<A: Application> Application for Traced<A> {
                     None,
                     StatusCode::INTERNAL_SERVER_ERROR,
                     Some("_OTHER".into()),
+                    None,
                 );
                 return Err(error);
             }
@@ -304,7 +309,13 @@ impl<A: Application> Application for Traced<A> {
         on_complete(&mut response, move |done| {
             // A response cut short failed, whatever its status said.
             let error = (done.outcome == Outcome::Aborted).then(|| "aborted".into());
-            finish(&cx, named, done.status, error);
+            finish(
+                &cx,
+                named,
+                done.status,
+                error,
+                Some(received.wall_at(done.finished)),
+            );
         });
         Ok(response)
     }
@@ -344,6 +355,7 @@ impl Drop for OpenSpan {
                 None,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Some("panic".into()),
+                None,
             );
         }
     }
@@ -351,12 +363,13 @@ impl Drop for OpenSpan {
 
 // ANCHOR: finish
 /// Ends the span with what the response told: its route (the better
-/// name), its status, and whether it failed.
+/// name), its status, and whether it failed; at `ended`, or now.
 fn finish(
     cx: &Context,
     named: Option<(Cow<'static, str>, Route)>,
     status: StatusCode,
     error: Option<Cow<'static, str>>,
+    ended: Option<std::time::SystemTime>,
 ) {
     let span = cx.span();
     if let Some((name, route)) = named {
@@ -381,7 +394,10 @@ fn finish(
         }
         (None, false) => {}
     }
-    span.end();
+    match ended {
+        Some(at) => span.end_with_timestamp(at),
+        None => span.end(),
+    }
 }
 // ANCHOR_END: finish
 

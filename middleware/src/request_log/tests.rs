@@ -112,6 +112,7 @@ fn the_event_waits_for_the_last_byte_of_a_streamed_body() {
             status: StatusCode::OK,
             body_bytes: 15,
             outcome: Outcome::Written,
+            finished: std::time::Instant::now(),
         });
     });
     assert_eq!(collect.records()[0].bytes, 15);
@@ -233,4 +234,42 @@ fn the_access_log_writes_lines_and_reopens_its_file_when_asked() {
     assert_eq!(old, "GET /before 200 r-1\n");
     assert_eq!(new, "GET /after 200 r-1\n");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_log_and_the_span_measure_from_when_the_server_read_the_head() {
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+
+    let spans = InMemorySpanExporter::default();
+    let exported = spans.clone();
+    let tracing = crate::traces::TraceRequests::with_provider(move || {
+        SdkTracerProvider::builder()
+            .with_simple_exporter(exported.clone())
+            .build()
+    });
+    let app = Stack::new()
+        .layer(tracing)
+        .layer(RequestLog::new())
+        .app(MockApp::ok("hi"));
+    // Read by the server 50 ms before the layers see it.
+    let received = turnstile_core::Received {
+        instant: std::time::Instant::now() - Duration::from_millis(50),
+        wall: std::time::SystemTime::now() - Duration::from_millis(50),
+    };
+    let request = TestRequest::get("/")
+        .environ(|environ| environ.received = Some(received))
+        .build();
+    let collect = Collect::default();
+    collect.watch(|| serve(&app, request));
+
+    let record = &collect.records()[0];
+    assert_eq!(record.started, received.wall);
+    assert!(record.duration >= Duration::from_millis(50), "{record:?}");
+    let span = &spans.get_finished_spans().unwrap()[0];
+    assert_eq!(span.start_time, received.wall);
+    // One reading of the clock at the end, for both.
+    assert_eq!(
+        span.end_time.duration_since(span.start_time).unwrap(),
+        record.duration
+    );
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use nix::sys::socket::{MsgFlags, recv};
 use turnstile_core::{
-    Application, BodyRead, Completion, Content, Environ, Outcome, Request, RequestBody,
+    Application, BodyRead, Completion, Content, Environ, Outcome, Received, Request, RequestBody,
     call_catching_panics, internal_server_error,
 };
 
@@ -521,13 +521,16 @@ fn serve_request<A: Application + ?Sized>(
     let mut environ = environ.clone();
     let request_id = crate::ids::next_request_id();
     environ.request_id = request_id.into();
+    // The one reading of the clocks every layer measures from.
+    let received = Received::now();
+    environ.received = Some(received);
     // Finished when dropped, even by a panic in a streamed body.
     let _serving = record.start(InFlight {
         method: method.clone(),
         target: target.clone(),
         host: headers.get(http::header::HOST).cloned(),
         request_id,
-        started: Instant::now(),
+        started: received.instant,
     });
     environ.raw_target = target;
     environ.raw_head = raw;
@@ -577,6 +580,7 @@ fn serve_request<A: Application + ?Sized>(
         } else {
             Outcome::Aborted
         },
+        finished: Instant::now(),
     });
     if written.is_err() {
         return Ok(false);
