@@ -27,7 +27,9 @@
 #
 # Run: bench/stack.sh   (needs wrk, taskset and python3 with venv)
 # Knobs: ROUNDS (3), DURATION (seconds per run, 10), CONNECTIONS (16),
-#        SERVER_CORE (1), CLIENT_CORE (0), PYTHON_WORKERS (2).
+#        SERVER_CORE (1), CLIENT_CORE (0), PYTHON_WORKERS (2), SETTLE
+#        (seconds between runs, 6: what a server does after its load, such
+#        as a batch exporter's last flush, must not land on the next one's).
 # Never run it beside a build: a concurrent cargo build halves every figure.
 set -euo pipefail
 
@@ -38,6 +40,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-16}
 SERVER_CORE=${SERVER_CORE:-1}
+SETTLE=${SETTLE:-6}
 CLIENT_CORE=${CLIENT_CORE:-0}
 PYTHON_WORKERS=${PYTHON_WORKERS:-2}
 
@@ -177,6 +180,7 @@ for round in $(seq "$ROUNDS"); do
     echo "round $round" >&2
     for name in "${SERVERS[@]}"; do
         load "$name" "${ADDR[$name]}"
+        sleep "$SETTLE"
     done
 done
 

@@ -39,8 +39,11 @@ fn request() -> Request {
         .header("accept", "text/html")
         .remote_addr("127.0.0.1:40000".parse().unwrap())
         .environ(|environ| {
+            // What the server sets: the request id, the worker, and its
+            // reading of the clocks as it had read the head.
             environ.request_id = Uuid::from_u128(0x1234_5678).into();
             environ.worker.pid = std::process::id();
+            environ.received = Some(turnstile_core::Received::now());
         })
         .build()
 }
