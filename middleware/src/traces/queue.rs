@@ -361,6 +361,15 @@ mod tests {
         exported.get_finished_spans().unwrap().len()
     }
 
+    /// The spans exported once `count` have been, or after 10 s.
+    fn wait_for(exported: &InMemorySpanExporter, count: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while finished(exported) < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        finished(exported)
+    }
+
     #[test]
     fn a_full_batch_is_sent_without_waiting_for_the_delay() {
         let (provider, exported) = provider(QueueSettings {
@@ -372,11 +381,7 @@ mod tests {
         for _ in 0..10 {
             tracer.in_span("request", |_| {});
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while finished(&exported) < 10 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(finished(&exported), 10);
+        assert_eq!(wait_for(&exported, 10), 10);
     }
 
     #[test]
@@ -386,11 +391,7 @@ mod tests {
             ..QueueSettings::default()
         });
         provider.tracer("test").in_span("request", |_| {});
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while finished(&exported) < 1 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(finished(&exported), 1);
+        assert_eq!(wait_for(&exported, 1), 1);
     }
 
     #[test]
