@@ -363,18 +363,9 @@ fn app_duration(started: Instant) -> HeaderValue {
 }
 
 fn app_duration_value(elapsed: std::time::Duration) -> HeaderValue {
-    let micros = (elapsed.as_nanos() + 500) / 1000;
     let mut value = Vec::with_capacity(24);
     value.extend_from_slice(b"app;dur=");
-    let millis = u64::try_from(micros / 1000).unwrap_or(u64::MAX);
-    value.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes());
-    let fraction = (micros % 1000) as u16;
-    value.extend_from_slice(&[
-        b'.',
-        b'0' + (fraction / 100) as u8,
-        b'0' + (fraction / 10 % 10) as u8,
-        b'0' + (fraction % 10) as u8,
-    ]);
+    crate::request_log::format::push_micros(&mut value, elapsed, 3);
     HeaderValue::from_maybe_shared(turnstile_core::Bytes::from(value))
         .expect("digits are a valid header")
 }

@@ -179,20 +179,24 @@ impl Measurement {
     fn finish(self, status: StatusCode, response_body: u64, finished: Instant) {
         self.active.decrement(1.0);
         let route = self.route.as_ref().map_or(UNMATCHED_ROUTE, Route::as_str);
-        let series = keys::histograms(
+        keys::with_histograms(
             self.method,
             status,
             route,
             self.scheme,
             self.request_body.is_some(),
+            |series| {
+                series
+                    .duration
+                    .record(finished.saturating_duration_since(self.started));
+                // The global recorder's may hold a request-body histogram
+                // that this request, of no known size, does not add to.
+                if let (Some(histogram), Some(size)) = (&series.request_body, self.request_body) {
+                    histogram.record(size as f64);
+                }
+                series.response_body.record(response_body as f64);
+            },
         );
-        series
-            .duration
-            .record(finished.saturating_duration_since(self.started));
-        if let (Some(histogram), Some(size)) = (&series.request_body, self.request_body) {
-            histogram.record(size as f64);
-        }
-        series.response_body.record(response_body as f64);
     }
     // ANCHOR_END: finish
 }
@@ -256,7 +260,7 @@ mod keys {
         global: Option<Histograms>,
     }
 
-    /// One series' histograms, from the current recorder.
+    /// One series' histograms, from one recorder.
     pub(super) struct Histograms {
         pub(super) duration: Histogram,
         /// Only for a request whose body size is known, so that no empty
@@ -309,13 +313,17 @@ mod keys {
     }
 
     // ANCHOR: key_cache
-    pub(super) fn histograms(
+    /// Calls `record` with the series' histograms, from the current
+    /// recorder: the global one's as this thread keeps them, any other's
+    /// registered now.
+    pub(super) fn with_histograms<R>(
         method: &'static str,
         status: StatusCode,
         route: &str,
         scheme: &'static str,
         with_request_body: bool,
-    ) -> Histograms {
+        record: impl FnOnce(&Histograms) -> R,
+    ) -> R {
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
             if cache.count > MOST {
@@ -354,7 +362,7 @@ mod keys {
             };
             metrics::with_recorder(|recorder| {
                 if !is_global(recorder) {
-                    return register(recorder, series, with_request_body);
+                    return record(&register(recorder, series, with_request_body));
                 }
                 // The global recorder's handles, the request body's
                 // registered once a request has one.
@@ -372,16 +380,8 @@ mod keys {
                         known.request_body = Some(request_body);
                     }
                 }
-                let known = series.global.as_ref().expect("registered above");
-                Histograms {
-                    duration: known.duration.clone(),
-                    request_body: if with_request_body {
-                        known.request_body.clone()
-                    } else {
-                        None
-                    },
-                    response_body: known.response_body.clone(),
-                }
+                // Used where they are kept, not cloned out for each request.
+                record(series.global.as_ref().expect("registered above"))
             })
         })
     }

@@ -248,12 +248,21 @@ fn push_number(out: &mut Vec<u8>, n: u64) {
 /// A duration in seconds with six decimals, rounded to the microsecond,
 /// as `{:.6}` would print it, without floating point.
 fn push_seconds(out: &mut Vec<u8>, duration: std::time::Duration) {
+    push_micros(out, duration, 6);
+}
+
+/// A duration rounded to the microsecond, in units of `10^decimals`
+/// microseconds with that many decimals: seconds with 6, milliseconds with
+/// 3, as `{:.6}` and `{:.3}` print them, without floating point. The access
+/// log and `Server-Timing` write one for every request.
+pub(crate) fn push_micros(out: &mut Vec<u8>, duration: std::time::Duration, decimals: u32) {
     let micros = (duration.as_nanos() + 500) / 1000;
-    push_number(out, u64::try_from(micros / 1_000_000).unwrap_or(u64::MAX));
-    let fraction = (micros % 1_000_000) as u32;
+    let unit = 10u128.pow(decimals);
+    push_number(out, u64::try_from(micros / unit).unwrap_or(u64::MAX));
     out.push(b'.');
-    for place in [100_000, 10_000, 1_000, 100, 10, 1] {
-        out.push(b'0' + (fraction / place % 10) as u8);
+    let fraction = micros % unit;
+    for place in (0..decimals).rev() {
+        out.push(b'0' + (fraction / 10u128.pow(place) % 10) as u8);
     }
 }
 
