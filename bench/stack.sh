@@ -21,9 +21,10 @@
 #   (batch OTLP exporter), a request-id and headers middleware;
 # - hyper 1 on a current-thread tokio runtime (as in bench/load.sh).
 #
-# Prints requests/s, p50 and p99 latency, and the workers' resident memory
-# for each (medians over the rounds), the ratios, and how many of the full
-# stack's requests arrived at the collector stand-in as spans.
+# Prints requests/s, p50 and p99 latency, the workers' resident memory and
+# how busy the server core was (below ~98%, something other than the server
+# set the pace) for each (medians over the rounds), the ratios, and how many
+# of the full stack's requests arrived at the collector stand-in as spans.
 #
 # Run: bench/stack.sh   (needs wrk, taskset and python3 with venv)
 # Knobs: ROUNDS (3), DURATION (seconds per run, 10), CONNECTIONS (16),
@@ -129,10 +130,24 @@ to_ms() {
     }'
 }
 
-# load NAME ADDR: one wrk run; appends "req/s p50 p99 rss" to $WORK/NAME.
+# core_ticks CORE: the core's busy and total clock ticks so far (/proc/stat).
+core_ticks() {
+    awk -v cpu="cpu$1" '$1 == cpu {
+        total = 0
+        for (i = 2; i <= NF; i++) total += $i
+        print total - $5 - $6, total
+    }' /proc/stat
+}
+
+# load NAME ADDR: one wrk run; appends "req/s p50 p99 rss busy%" to
+# $WORK/NAME.runs.
 load() {
-    local name=$1 addr=$2
+    local name=$1 addr=$2 busy0 total0 busy1 total1
+    read -r busy0 total0 < <(core_ticks "$SERVER_CORE")
     taskset -c "$CLIENT_CORE" wrk --latency -t1 -c"$CONNECTIONS" -d"${DURATION}s" "http://$addr/" >"$WORK/$name.wrk"
+    read -r busy1 total1 < <(core_ticks "$SERVER_CORE")
+    local busy
+    busy=$(awk -v b=$((busy1 - busy0)) -v t=$((total1 - total0)) 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
     local rps p50 p99 errors
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/$name.wrk")
     p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$WORK/$name.wrk")")
@@ -141,8 +156,9 @@ load() {
     awk '/requests in/ {print $1}' "$WORK/$name.wrk" >>"$WORK/$name.served"
     local rss
     rss=$(rss_mib "$(cat "$WORK/$name.pid")")
-    printf '  %-28s %10s req/s  p50 %8s ms  p99 %8s ms  %7s MiB %s\n' "$name" "$rps" "$p50" "$p99" "$rss" "$errors" >&2
-    echo "$rps $p50 $p99 $rss" >>"$WORK/$name.runs"
+    printf '  %-28s %10s req/s  p50 %8s ms  p99 %8s ms  %7s MiB  core %3s%% busy %s\n' \
+        "$name" "$rps" "$p50" "$p99" "$rss" "$busy" "$errors" >&2
+    echo "$rps $p50 $p99 $rss $busy" >>"$WORK/$name.runs"
 }
 
 median() {
@@ -191,8 +207,10 @@ for name in "${SERVERS[@]}"; do
     p50=$(awk '{print $2}' "$WORK/$name.runs" | median)
     p99=$(awk '{print $3}' "$WORK/$name.runs" | median)
     rss=$(awk '{print $4}' "$WORK/$name.runs" | median)
+    busy=$(awk '{print $5}' "$WORK/$name.runs" | median)
     RPS[$name]=$rps
-    printf '%-28s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  workers %6.1f MiB\n' "$name" "$rps" "$p50" "$p99" "$rss"
+    printf '%-28s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  workers %6.1f MiB  core %3.0f%% busy\n' \
+        "$name" "$rps" "$p50" "$p99" "$rss" "$busy"
 done
 awk -v f="${RPS[turnstile-full]}" -v a="${RPS[axum]}" -v g="${RPS[gunicorn]}" \
     -v b="${RPS[turnstile-bare]}" -v h="${RPS[hyper]}" 'BEGIN {

@@ -352,7 +352,8 @@ pub(crate) fn example(name: &str) -> std::path::PathBuf {
 
 /// An example program that stands in for a service (Sentry, a collector)
 /// on a free loopback port, announces the address to use on its first
-/// line, then prints one line for each thing it receives.
+/// line, then prints one line for each thing it receives (quiet, as the
+/// load benchmark runs it, a running count on standard error instead).
 struct StandIn {
     child: Child,
     address: String,
@@ -360,13 +361,16 @@ struct StandIn {
 }
 
 impl StandIn {
-    fn start(name: &str, announcement: &str) -> Self {
-        let mut child = Command::new(example(name))
+    fn start(name: &str, announcement: &str, quiet: bool) -> Self {
+        let mut command = Command::new(example(name));
+        command
             .arg("127.0.0.1:0")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the stand-in starts");
+            .stderr(if quiet { Stdio::piped() } else { Stdio::null() });
+        if quiet {
+            command.env("STAND_IN_QUIET", "1");
+        }
+        let mut child = command.spawn().expect("the stand-in starts");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
@@ -377,8 +381,12 @@ impl StandIn {
             .to_owned();
         let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
         let collected = std::sync::Arc::clone(&lines);
+        let output: Box<dyn BufRead + Send> = match child.stderr.take() {
+            Some(stderr) => Box::new(BufReader::new(stderr)),
+            None => Box::new(stdout),
+        };
         std::thread::spawn(move || {
-            for line in stdout.lines() {
+            for line in output.lines() {
                 let Ok(line) = line else { break };
                 collected.lock().unwrap().push(line);
             }
@@ -411,6 +419,7 @@ impl SentryReceiver {
         Self(StandIn::start(
             "sentry_receiver",
             "sentry receiver: SENTRY_DSN=",
+            false,
         ))
     }
 
@@ -470,7 +479,34 @@ impl OtlpReceiver {
         Self(StandIn::start(
             "otlp_receiver",
             "otlp receiver: OTEL_EXPORTER_OTLP_ENDPOINT=",
+            false,
         ))
+    }
+
+    /// Quiet, as `bench/stack.sh` runs it: it only counts.
+    pub(crate) fn start_counting() -> Self {
+        Self(StandIn::start(
+            "otlp_receiver",
+            "otlp receiver: OTEL_EXPORTER_OTLP_ENDPOINT=",
+            true,
+        ))
+    }
+
+    /// Quiet: how many spans `service` has sent so far, as its last line
+    /// about that service says.
+    pub(crate) fn spans_counted(&self, service: &str) -> usize {
+        let suffix = format!(" spans received from {service}");
+        self.0
+            .lines()
+            .iter()
+            .rev()
+            .find_map(|line| {
+                line.strip_prefix("otlp receiver: ")?
+                    .strip_suffix(suffix.as_str())?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
     }
 
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` for this receiver.

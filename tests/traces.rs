@@ -367,3 +367,28 @@ fn spans_batched_by_a_recycled_worker_are_sent_and_bad_settings_exit_2() {
         assert!(output.stdout.is_empty(), "nothing started");
     }
 }
+
+/// The load benchmark counts delivered spans with the quiet stand-in,
+/// which decodes only the resource and each span's framing: it must count
+/// exactly what was sent, by service.
+#[test]
+fn the_benchmarks_quiet_collector_counts_every_span_by_service() {
+    let receiver = OtlpReceiver::start_counting();
+    let mut server = start_exporting(&receiver, &["--workers", "2"]);
+    server.wait_for_workers(2);
+    for n in 0..9 {
+        assert_eq!(
+            get_with(server.addr(), &format!("/?n={n}"), &[]).status,
+            200
+        );
+    }
+    // The batch delay is ten minutes: the spans come as the workers stop.
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(15)).is_some());
+    let counted = wait_until(Duration::from_secs(10), || {
+        (receiver.spans_counted("turnstile") >= 9).then_some(())
+    });
+    assert!(counted.is_some(), "{}", receiver.spans_counted("turnstile"));
+    assert_eq!(receiver.spans_counted("turnstile"), 9);
+    assert_eq!(receiver.spans_counted("another service"), 0);
+}
