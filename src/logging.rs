@@ -13,9 +13,10 @@
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level as TracingLevel, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level as TracingLevel, Metadata, Subscriber};
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt as _};
 use tracing_subscriber::{Layer, Registry};
 
 use crate::config::Config;
@@ -36,9 +37,9 @@ pub fn install(config: &Config, rust_log: Option<String>) -> Result<(), String> 
             .parse::<Targets>()
             .map_err(|e| format!("invalid RUST_LOG {directives:?}: {e}"))?,
         _ => Targets::new().with_default(level_filter(config.log_level)),
-    }
+    };
     // Request events belong to the access log alone.
-    .with_target(request_log::TARGET, LevelFilter::OFF);
+    let events = NotAccess(events.with_target(request_log::TARGET, LevelFilter::OFF));
 
     let access_log = if config.middleware.contains(&"request_log") {
         let output = Output::parse(&config.access_log);
@@ -65,6 +66,30 @@ pub fn install(config: &Config, rust_log: Option<String>) -> Result<(), String> 
         .with(spans);
     // ANCHOR_END: bridge
     tracing::subscriber::set_global_default(subscriber).map_err(|e| e.to_string())
+}
+
+/// The application's events as `RUST_LOG` or `--log-level` choose, without
+/// the access log's, which it refuses by their target alone: every request
+/// has one, and each layer's filter is asked about it again.
+#[derive(Clone, Debug)]
+struct NotAccess(Targets);
+
+impl<S> Filter<S> for NotAccess {
+    fn enabled(&self, metadata: &Metadata<'_>, context: &Context<'_, S>) -> bool {
+        metadata.target() != request_log::TARGET
+            && <Targets as Filter<S>>::enabled(&self.0, metadata, context)
+    }
+
+    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if metadata.target() == request_log::TARGET {
+            return Interest::never();
+        }
+        <Targets as Filter<S>>::callsite_enabled(&self.0, metadata)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        <Targets as Filter<S>>::max_level_hint(&self.0)
+    }
 }
 
 fn level_filter(level: Level) -> LevelFilter {

@@ -61,7 +61,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tracing_subscriber::filter::Targets;
 use turnstile_core::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use turnstile_core::http::{Method, StatusCode, Version};
 use turnstile_core::{
@@ -157,8 +156,50 @@ impl RequestLog {
 
     /// The filter that passes this layer's events (and nothing else) to a
     /// `tracing-subscriber` layer such as [`AccessLog`].
-    pub fn events() -> Targets {
-        Targets::new().with_target(TARGET, tracing::Level::INFO)
+    pub fn events() -> AccessEvents {
+        AccessEvents
+    }
+}
+
+/// [`RequestLog::events`]: this layer's events and nothing else.
+///
+/// It decides by one comparison of the target. Beside another layer's
+/// filter it is asked about every request's event again (a callsite that
+/// some layers want and others do not is decided per event), where a
+/// [`Targets`](tracing_subscriber::filter::Targets) filter would walk its
+/// directives.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AccessEvents;
+
+impl AccessEvents {
+    /// Whether `metadata` is one of this layer's events.
+    pub fn matches(metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target() == TARGET && *metadata.level() <= tracing::Level::INFO
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for AccessEvents {
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        Self::matches(metadata)
+    }
+
+    fn callsite_enabled(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if Self::matches(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
+        Some(tracing_subscriber::filter::LevelFilter::INFO)
     }
 }
 
