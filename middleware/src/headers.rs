@@ -145,9 +145,9 @@ impl HeaderRule {
                 headers.insert(&self.name, self.value.clone());
             }
             Mode::IfAbsent => {
-                if !headers.contains_key(&self.name) {
-                    headers.insert(&self.name, self.value.clone());
-                }
+                headers
+                    .entry(&self.name)
+                    .or_insert_with(|| self.value.clone());
             }
             Mode::Append => {
                 headers.append(&self.name, self.value.clone());
@@ -313,17 +313,18 @@ impl<A: Application> Application for WithHeaders<A> {
         for rule in &config.rules {
             rule.apply(headers);
         }
+        // One lookup each: an entry, rather than a check and an insert.
         if config.security_preset {
             for (name, value) in SECURITY_PRESET {
-                if !headers.contains_key(&name) {
-                    headers.insert(name, HeaderValue::from_static(value));
-                }
+                headers
+                    .entry(name)
+                    .or_insert_with(|| HeaderValue::from_static(value));
             }
         }
-        if let Some(hsts) = config.hsts.as_ref().filter(|_| https)
-            && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY)
-        {
-            headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        if let Some(hsts) = config.hsts.as_ref().filter(|_| https) {
+            headers
+                .entry(header::STRICT_TRANSPORT_SECURITY)
+                .or_insert_with(|| hsts.clone());
         }
         if config.server_timing {
             headers.append(SERVER_TIMING, app_duration(started));
@@ -363,10 +364,14 @@ fn app_duration(started: Instant) -> HeaderValue {
 }
 
 fn app_duration_value(elapsed: std::time::Duration) -> HeaderValue {
-    let mut value = Vec::with_capacity(24);
-    value.extend_from_slice(b"app;dur=");
-    crate::request_log::format::push_micros(&mut value, elapsed, 3);
-    HeaderValue::from_maybe_shared(turnstile_core::Bytes::from(value))
+    const PREFIX: &[u8] = b"app;dur=";
+    let milliseconds = crate::request_log::format::Micros::new(elapsed, 3);
+    let milliseconds = milliseconds.as_bytes();
+    // Written on the stack, then copied once into the header's own bytes.
+    let mut value = [0; 40];
+    value[..PREFIX.len()].copy_from_slice(PREFIX);
+    value[PREFIX.len()..][..milliseconds.len()].copy_from_slice(milliseconds);
+    HeaderValue::from_bytes(&value[..PREFIX.len() + milliseconds.len()])
         .expect("digits are a valid header")
 }
 // ANCHOR_END: all

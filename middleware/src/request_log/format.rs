@@ -252,17 +252,47 @@ fn push_seconds(out: &mut Vec<u8>, duration: std::time::Duration) {
 }
 
 /// A duration rounded to the microsecond, in units of `10^decimals`
-/// microseconds with that many decimals: seconds with 6, milliseconds with
-/// 3, as `{:.6}` and `{:.3}` print them, without floating point. The access
-/// log and `Server-Timing` write one for every request.
+/// microseconds with that many decimals (at most 6): seconds with 6,
+/// milliseconds with 3, as `{:.6}` and `{:.3}` print them, without
+/// floating point. The access log and `Server-Timing` write one for every
+/// request.
 pub(crate) fn push_micros(out: &mut Vec<u8>, duration: std::time::Duration, decimals: u32) {
-    let micros = (duration.as_nanos() + 500) / 1000;
-    let unit = 10u128.pow(decimals);
-    push_number(out, u64::try_from(micros / unit).unwrap_or(u64::MAX));
-    out.push(b'.');
-    let fraction = micros % unit;
-    for place in (0..decimals).rev() {
-        out.push(b'0' + (fraction / 10u128.pow(place) % 10) as u8);
+    out.extend_from_slice(Micros::new(duration, decimals).as_bytes());
+}
+
+/// The text [`push_micros`] writes, on the stack.
+pub(crate) struct Micros {
+    text: [u8; 28],
+    len: usize,
+}
+
+impl Micros {
+    pub(crate) fn new(duration: std::time::Duration, decimals: u32) -> Self {
+        debug_assert!(decimals <= 6);
+        // In u64: 128-bit division costs more than the rest put together.
+        let micros = duration
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from((duration.subsec_nanos() + 500) / 1000));
+        let unit = 10u64.pow(decimals);
+        let mut text = [0; 28];
+        let mut digits = itoa::Buffer::new();
+        let whole = digits.format(micros / unit).as_bytes();
+        let mut len = whole.len();
+        text[..len].copy_from_slice(whole);
+        text[len] = b'.';
+        len += 1;
+        let mut fraction = micros % unit;
+        for place in text[len..len + decimals as usize].iter_mut().rev() {
+            *place = b'0' + (fraction % 10) as u8;
+            fraction /= 10;
+        }
+        len += decimals as usize;
+        Self { text, len }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.text[..self.len]
     }
 }
 
