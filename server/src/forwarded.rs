@@ -181,10 +181,22 @@ const SECURE_SCHEME_HEADERS: [(HeaderName, &str); 3] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn has_proxy_headers(headers: &HeaderMap) -> bool {
-    [&header::FORWARDED, &X_FORWARDED_FOR]
-        .into_iter()
-        .chain(SECURE_SCHEME_HEADERS.iter().map(|(name, _)| name))
-        .any(|name| headers.contains_key(name))
+    let is_proxy_header = |name: &HeaderName| {
+        name == header::FORWARDED
+            || name == X_FORWARDED_FOR
+            || SECURE_SCHEME_HEADERS
+                .iter()
+                .any(|(scheme, _)| scheme == name)
+    };
+    // A lookup hashes the name: with few fields, comparing each is cheaper.
+    if headers.keys_len() <= 8 {
+        headers.keys().any(is_proxy_header)
+    } else {
+        [header::FORWARDED, X_FORWARDED_FOR]
+            .iter()
+            .chain(SECURE_SCHEME_HEADERS.iter().map(|(name, _)| name))
+            .any(|name| headers.contains_key(name))
+    }
 }
 
 /// Every address of every `X-Forwarded-For` line, farthest first. A hop
@@ -342,5 +354,33 @@ mod tests {
             .parse::<TrustedProxies>()
             .unwrap_err();
         assert!(error.contains("`proxy.internal`"), "{error}");
+    }
+
+    #[test]
+    fn proxy_headers_are_found_among_few_fields_and_many() {
+        let others: Vec<String> = (0..12).map(|n| format!("x-other-{n}")).collect();
+        for proxy in [
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-protocol",
+            "x-forwarded-ssl",
+        ] {
+            for fields in [0, 3, 12] {
+                let mut map = HeaderMap::new();
+                for name in &others[..fields] {
+                    map.insert(
+                        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        HeaderValue::from_static("1"),
+                    );
+                }
+                assert!(!has_proxy_headers(&map), "{fields} fields");
+                map.insert(
+                    http::HeaderName::from_static(proxy),
+                    HeaderValue::from_static("1"),
+                );
+                assert!(has_proxy_headers(&map), "{proxy} among {fields} fields");
+            }
+        }
     }
 }

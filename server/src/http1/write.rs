@@ -89,16 +89,20 @@ pub fn write_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // Noted on the way rather than looked up: a lookup hashes the name.
+    let (mut has_date, mut has_server) = (false, false);
     for (name, value) in headers {
         if is_connection_header(name) {
             continue;
         }
+        has_date |= name == DATE;
+        has_server |= name == SERVER;
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !headers.contains_key(DATE) {
+    if !has_date {
         field(out, b"date", date);
     }
-    if !headers.contains_key(SERVER) {
+    if !has_server {
         field(out, b"server", b"turnstile");
     }
     match framing {
@@ -116,6 +120,7 @@ pub fn write_head(
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
