@@ -288,3 +288,29 @@ fn repeated_attribute_strings_are_shared_and_never_stale() {
     assert_eq!(recent::server("bad host", 80), None);
     assert_eq!(recent::server("bad host", 80), None);
 }
+
+#[test]
+fn traceresponse_is_written_as_w3c_formats_it() {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    for (trace, span, flags) in [
+        (
+            0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+            0x00f0_67aa_0ba9_02b7,
+            1,
+        ),
+        (1, 0xffff_ffff_ffff_ffff, 0),
+        (u128::MAX, 0x0a0b_0c0d_0e0f_1011, 0xff),
+    ] {
+        let ids = SpanContext::new(
+            TraceId::from(trace),
+            SpanId::from(span),
+            TraceFlags::new(flags),
+            false,
+            TraceState::default(),
+        );
+        assert_eq!(
+            trace_response(&ids),
+            format!("00-{trace:032x}-{span:016x}-{flags:02x}")
+        );
+    }
+}
