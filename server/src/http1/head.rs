@@ -235,8 +235,16 @@ fn parse_complete_head(head: &[u8], fields: usize) -> Result<RequestHead> {
     // One copy of the head; the target and every field value are views of it.
     let raw = Bytes::copy_from_slice(head);
     let head = &raw[..];
-    let mut slots = vec![httparse::EMPTY_HEADER; fields];
-    let mut request = httparse::Request::new(&mut slots);
+    // Most heads have a few fields: their slots live on the stack.
+    let mut few = [httparse::EMPTY_HEADER; 16];
+    let mut many = Vec::new();
+    let slots = if fields <= few.len() {
+        &mut few[..fields]
+    } else {
+        many.resize(fields, httparse::EMPTY_HEADER);
+        &mut many[..]
+    };
+    let mut request = httparse::Request::new(slots);
     match request.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
@@ -262,24 +270,37 @@ fn parse_complete_head(head: &[u8], fields: usize) -> Result<RequestHead> {
     // Room for what the layers add to a request, such as its request id,
     // so the map does not grow, and copy itself, on the way in.
     let mut headers = HeaderMap::with_capacity(request.headers.len() + 2);
+    // Noted on the way, since comparing a name is cheaper than looking it
+    // up: fields that must be single, and those the connection reads.
+    let (mut hosts, mut content_types, mut connection_fields) = (0, 0, false);
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("invalid header field name"))?;
         let value = raw.slice_ref(checked_field_value(field.value)?);
         let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| HeadError::Malformed("invalid header field value"))?;
+        hosts += usize::from(name == HOST);
+        content_types += usize::from(name == CONTENT_TYPE);
+        connection_fields |=
+            [TRANSFER_ENCODING, CONTENT_LENGTH, CONNECTION, EXPECT].contains(&name);
         headers.append(name, value);
     }
-    for name in [HOST, CONTENT_TYPE] {
-        if headers.get_all(&name).iter().nth(1).is_some() {
-            return Err(HeadError::Malformed(
-                "a field that must be single is repeated",
-            ));
-        }
+    if hosts > 1 || content_types > 1 {
+        return Err(HeadError::Malformed(
+            "a field that must be single is repeated",
+        ));
     }
-    let (framing, compressed) = framing(version, &headers)?;
-    let keep_alive = !compressed && keep_alive(version, &headers);
-    let expect_continue = expect_continue(version, &headers)?;
+    // Framing, keep-alive and Expect read only those fields: without any,
+    // they decide from an empty map, where a lookup hashes nothing.
+    let no_fields = HeaderMap::new();
+    let read = if connection_fields {
+        &headers
+    } else {
+        &no_fields
+    };
+    let (framing, compressed) = framing(version, read)?;
+    let keep_alive = !compressed && keep_alive(version, read);
+    let expect_continue = expect_continue(version, read)?;
     let target = raw.slice_ref(raw_target);
     Ok(RequestHead {
         raw,
@@ -574,6 +595,22 @@ mod tests {
         assert_eq!(head.framing, Framing::Empty);
         assert!(head.keep_alive);
         assert!(!head.expect_continue);
+    }
+
+    #[test]
+    fn heads_with_few_fields_and_many_keep_every_field() {
+        for count in [0, 1, 16, 17, 60] {
+            let mut input = b"GET / HTTP/1.1\r\n".to_vec();
+            for n in 0..count {
+                input.extend_from_slice(format!("X-Field-{n}: value {n}\r\n").as_bytes());
+            }
+            input.extend_from_slice(b"\r\n");
+            let head = parse(&input).unwrap();
+            assert_eq!(head.headers.len(), count, "{count} fields");
+            for n in 0..count {
+                assert_eq!(head.headers[format!("x-field-{n}")], format!("value {n}"));
+            }
+        }
     }
 
     #[test]
