@@ -30,31 +30,7 @@ echo "== building (release)"
 cargo build --release --quiet --bin turnstile --example sentry_receiver --example otlp_receiver
 EXAMPLES=target/release/examples
 
-WORK=$(mktemp -d)
-cleanup() {
-    stop_all
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# stand_in NAME: starts a quiet loopback stand-in and prints what its first
-# line announces (the DSN or the endpoint).
-stand_in() {
-    local name=$1
-    STAND_IN_QUIET=1 "$EXAMPLES/$name" 127.0.0.1:0 >"$WORK/$name.out" 2>/dev/null &
-    echo $! >"$WORK/$name.pid"
-    for _ in $(seq 100); do
-        local line
-        line=$(head -1 "$WORK/$name.out")
-        if [[ -n $line ]]; then
-            echo "${line#*=}"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "instructions.sh: $name did not start" >&2
-    exit 1
-}
+make_work_dir
 
 SENTRY_DSN=$(stand_in sentry_receiver)
 OTLP_ENDPOINT=$(stand_in otlp_receiver)

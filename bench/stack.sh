@@ -62,31 +62,7 @@ if [[ ! -x $VENV/bin/gunicorn ]]; then
     "$VENV/bin/pip" install --quiet -r bench/python/requirements.txt
 fi
 
-WORK=$(mktemp -d)
-cleanup() {
-    stop_all
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# stand_in NAME: starts a loopback stand-in on the client core, quiet, and
-# prints what its first line announces (the DSN or the endpoint).
-stand_in() {
-    local name=$1
-    STAND_IN_QUIET=1 taskset -c "$CLIENT_CORE" "$EXAMPLES/$name" 127.0.0.1:0 >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    echo $! >"$WORK/$name.pid"
-    for _ in $(seq 100); do
-        local line
-        line=$(head -1 "$WORK/$name.out")
-        if [[ -n $line ]]; then
-            echo "${line#*=}"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "stack.sh: $name did not start" >&2
-    exit 1
-}
+make_work_dir
 
 # start_server NAME COMMAND...: starts it pinned to the server core and
 # prints the address it says it listens on.
@@ -165,8 +141,8 @@ median() {
     sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-SENTRY_DSN=$(stand_in sentry_receiver)
-OTLP_ENDPOINT=$(stand_in otlp_receiver)
+SENTRY_DSN=$(stand_in sentry_receiver taskset -c "$CLIENT_CORE")
+OTLP_ENDPOINT=$(stand_in otlp_receiver taskset -c "$CLIENT_CORE")
 
 # ANCHOR: servers
 FULL_ADDR=$(SENTRY_DSN=$SENTRY_DSN OTEL_EXPORTER_OTLP_ENDPOINT=$OTLP_ENDPOINT \
