@@ -75,6 +75,7 @@ PY
     # TERM: the worker sends the spans it still holds as it stops.
     kill -TERM "$server"
     wait "$server" || true
+    rm -f "$WORK/$mode.pid"
     [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$WORK/$mode"/callgrind.* "$KEEP/"
     python3 - "$mode" "$REQUESTS" "$WORK/$mode"/callgrind.* <<'PY'
 import sys
@@ -88,6 +89,8 @@ def per_request(marker):
     return None
 request = per_request("request_thread")
 spans = per_request("OtlpExporter::encode")
+if request is None:
+    sys.exit(f"instructions.sh: no request thread found in the {mode} profiles")
 line = f"{mode:<6} request thread {request:8.0f} instructions a request"
 if spans is not None:
     line += f", span thread {spans:6.0f} a span"

@@ -106,11 +106,12 @@ to_ms() {
     }'
 }
 
-# core_ticks CORE: the core's busy and total clock ticks so far (/proc/stat).
+# core_ticks CORE: the core's busy and total clock ticks so far (/proc/stat;
+# guest time is already counted in user time, so it is left out).
 core_ticks() {
     awk -v cpu="cpu$1" '$1 == cpu {
         total = 0
-        for (i = 2; i <= NF; i++) total += $i
+        for (i = 2; i <= NF && i <= 9; i++) total += $i
         print total - $5 - $6, total
     }' /proc/stat
 }

@@ -382,7 +382,12 @@ impl StandIn {
         let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
         let collected = std::sync::Arc::clone(&lines);
         let output: Box<dyn BufRead + Send> = match child.stderr.take() {
-            Some(stderr) => Box::new(BufReader::new(stderr)),
+            Some(stderr) => {
+                // Read on, so that a line the quiet stand-in writes there
+                // never finds the pipe closed.
+                std::thread::spawn(move || stdout.lines().for_each(drop));
+                Box::new(BufReader::new(stderr))
+            }
             None => Box::new(stdout),
         };
         std::thread::spawn(move || {
