@@ -103,7 +103,8 @@ pub enum HeadError {
     FieldTooLarge,
     /// The head breaks HTTP/1.1's syntax or framing rules: 400.
     Malformed(&'static str),
-    /// A well-formed version other than HTTP/1.0 and HTTP/1.1: 505.
+    /// A well-formed version of a major other than 1 (`HTTP/2.0`): 505. A
+    /// later HTTP/1 minor version is served as HTTP/1.1.
     UnsupportedVersion,
     /// A transfer coding this server does not know: 501.
     UnsupportedTransferCoding,
@@ -233,7 +234,16 @@ fn strip_cr<'a>(line: &'a [u8], bare_lf: &'static str) -> Result<&'a [u8]> {
 
 fn parse_complete_head(head: &[u8], fields: usize) -> Result<RequestHead> {
     // One copy of the head; the target and every field value are views of it.
-    let raw = Bytes::copy_from_slice(head);
+    let raw = match later_minor_version(head) {
+        // RFC 9110 §2.5: a later HTTP/1 minor version is answered as the
+        // highest this server speaks; httparse knows only 1.0 and 1.1.
+        Some(digit) => {
+            let mut copy = head.to_vec();
+            copy[digit] = b'1';
+            Bytes::from(copy)
+        }
+        None => Bytes::copy_from_slice(head),
+    };
     let head = &raw[..];
     // Most heads have a few fields: their slots live on the stack.
     let mut few = [httparse::EMPTY_HEADER; 16];
@@ -315,10 +325,35 @@ fn parse_complete_head(head: &[u8], fields: usize) -> Result<RequestHead> {
     })
 }
 
-/// Tells a well-formed but unsupported version (505) from garbage (400).
+/// The request line: the head up to its first CR.
+fn request_line(head: &[u8]) -> &[u8] {
+    head.split(|&b| b == b'\r').next().unwrap_or_default()
+}
+
+/// Where the minor digit of an `HTTP/1.2` to `HTTP/1.9` request line is.
+fn later_minor_version(head: &[u8]) -> Option<usize> {
+    let line = request_line(head);
+    match line {
+        [.., b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] => Some(line.len() - 1),
+        _ => None,
+    }
+}
+
+/// Tells a well-formed but unsupported version (505) from garbage (400):
+/// a request line is three parts with one space between each, so a space
+/// inside the method or the target (`GE T /`, `/a b`) is malformed, not a
+/// version httparse could not read.
 fn version_error(head: &[u8]) -> HeadError {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    let line = request_line(head);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return HeadError::Malformed("invalid request line");
+    };
+    if method.is_empty() || target.is_empty() {
+        return HeadError::Malformed("invalid request line");
+    }
     match version {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
@@ -630,6 +665,18 @@ mod tests {
     }
 
     #[test]
+    fn a_later_http_1_minor_version_is_served_as_1_1() {
+        for version in ["1.2", "1.9"] {
+            let input = format!("GET /x HTTP/{version}\r\nHost: a\r\n\r\n");
+            let head = parse(input.as_bytes()).unwrap();
+            assert_eq!(head.version, Version::HTTP_11, "HTTP/{version}");
+            assert!(head.keep_alive, "HTTP/{version} keeps the connection");
+            assert_eq!(head.uri.path(), "/x");
+            assert!(head.raw.starts_with(b"GET /x HTTP/1.1\r\n"));
+        }
+    }
+
+    #[test]
     fn leading_empty_lines_are_ignored() {
         let input = b"\r\n\r\nGET / HTTP/1.1\r\n\r\n";
         let Parsed::Complete { head, len } = parse_head(input, &Limits::default()).unwrap() else {
@@ -687,6 +734,11 @@ mod tests {
             (b"GET /\x01 HTTP/1.1\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
             (b"GET / HTTP/2.0\r\n\r\n", 505),
+            (b"GET / HTTP/3.1\r\n\r\n", 505),
+            (b"GE T / HTTP/1.1\r\n\r\n", 400),
+            (b"GET /a b HTTP/1.1\r\n\r\n", 400),
+            (b"GET  / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.10\r\n\r\n", 400),
             (b"GET / HTTP/1.1x\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", 417),
             (b"get / HTTP/1.1\r\n\r\n", 400),
