@@ -183,9 +183,79 @@ pub const SETTINGS: &[Setting] = &[
         flag: "limit-request-body",
         short: None,
         alias: None,
-        help: "largest request body, in bytes (0: no limit)",
+        help: "largest request body, in bytes (K, M, G: KiB, MiB, GiB); larger gets 413 \
+               (0: no limit)",
         kind: Kind::Value,
         default: || ConnConfig::default().max_body.unwrap_or(0).to_string(),
+    },
+    Setting {
+        name: "body_buffer_size",
+        flag: "body-buffer-size",
+        short: None,
+        alias: None,
+        help: "most of a request body kept in memory, in bytes (K, M, G: KiB, MiB, GiB); \
+               the rest is spooled to a file in spool_dir (nginx's client_body_buffer_size)",
+        kind: Kind::Value,
+        default: || ConnConfig::default().body_buffer_size.to_string(),
+    },
+    Setting {
+        name: "spool_dir",
+        flag: "spool-dir",
+        short: None,
+        alias: None,
+        help: "directory where request bodies larger than body_buffer_size are spooled, \
+               as files no other process can open",
+        kind: Kind::Value,
+        default: || ConnConfig::default().spool_dir.display().to_string(),
+    },
+    Setting {
+        name: "spool_max_size",
+        flag: "spool-max-size",
+        short: None,
+        alias: None,
+        help: "most bytes of spooled request bodies a worker holds at once; a body that \
+               would pass it gets 503 (0: no limit)",
+        kind: Kind::Value,
+        default: || ConnConfig::default().spool_max_size.to_string(),
+    },
+    Setting {
+        name: "client_memory",
+        flag: "client-memory",
+        short: None,
+        alias: None,
+        help: "most memory a worker holds for its clients (input buffers, partial heads, \
+               bodies in memory), in bytes; a request that would pass it gets 503 (0: no limit)",
+        kind: Kind::Value,
+        default: || ConnConfig::default().client_memory.to_string(),
+    },
+    Setting {
+        name: "min_request_rate",
+        flag: "min-request-rate",
+        short: None,
+        alias: None,
+        help: "slowest a request head or body may arrive, in bytes a second on average, \
+               once min_rate_grace has passed; slower gets 408 (0: no minimum)",
+        kind: Kind::Value,
+        default: || ConnConfig::default().min_request_rate.to_string(),
+    },
+    Setting {
+        name: "min_response_rate",
+        flag: "min-response-rate",
+        short: None,
+        alias: None,
+        help: "slowest a client may read a response, in bytes a second, while the server \
+               waits to write to it; slower is closed (0: no minimum)",
+        kind: Kind::Value,
+        default: || ConnConfig::default().min_response_rate.to_string(),
+    },
+    Setting {
+        name: "min_rate_grace",
+        flag: "min-rate-grace",
+        short: None,
+        alias: None,
+        help: "seconds a client has before the minimum rates apply",
+        kind: Kind::Value,
+        default: || ConnConfig::default().min_rate_grace.as_secs().to_string(),
     },
     Setting {
         name: "timeout",
@@ -597,6 +667,20 @@ pub struct Config {
     pub limits: Limits,
     /// `limit_request_body`, `None` for no limit.
     pub max_body: Option<u64>,
+    /// `body_buffer_size`.
+    pub body_buffer_size: u64,
+    /// `spool_dir`, checked at start.
+    pub spool_dir: std::path::PathBuf,
+    /// `spool_max_size`; zero for no limit.
+    pub spool_max_size: u64,
+    /// `client_memory`; zero for no limit.
+    pub client_memory: u64,
+    /// `min_request_rate`, bytes a second; zero for none.
+    pub min_request_rate: u64,
+    /// `min_response_rate`, bytes a second; zero for none.
+    pub min_response_rate: u64,
+    /// `min_rate_grace`.
+    pub min_rate_grace: Duration,
     /// `timeout`; zero turns it off.
     pub timeout: Duration,
     /// `graceful_timeout`.
@@ -771,6 +855,10 @@ impl Config {
         let size = |name: &str| -> Result<usize, ConfigError> {
             usize::try_from(number(name)?).map_err(|_| bad(name, "a smaller number"))
         };
+        let bytes = |name: &str| -> Result<u64, ConfigError> {
+            parse_bytes(get(name).0)
+                .ok_or_else(|| bad(name, "a size in bytes, such as 65536 or 64K"))
+        };
 
         let seconds = |name: &str| number(name).map(Duration::from_secs);
         let switch = |name: &str| match get(name).0 {
@@ -884,7 +972,14 @@ impl Config {
                 "invalid middleware (from {middleware_origin}): {e}"
             ))
         })?;
-        let max_body = number("limit_request_body")?;
+        let max_body = bytes("limit_request_body")?;
+        let spool_dir = std::path::PathBuf::from(get("spool_dir").0);
+        crate::server::check_spool_dir(&spool_dir).map_err(|error| {
+            let (value, origin) = get("spool_dir");
+            ConfigError(format!(
+                "invalid spool_dir {value:?} (from {origin}): cannot make a file there: {error}"
+            ))
+        })?;
         let metrics_bind = match get("metrics_bind").0 {
             "" | "none" => None,
             addr => {
@@ -939,6 +1034,13 @@ impl Config {
                 header_field_size: size("limit_request_field_size")?,
             },
             max_body: (max_body > 0).then_some(max_body),
+            body_buffer_size: bytes("body_buffer_size")?,
+            spool_dir,
+            spool_max_size: bytes("spool_max_size")?,
+            client_memory: bytes("client_memory")?,
+            min_request_rate: number("min_request_rate")?,
+            min_response_rate: number("min_response_rate")?,
+            min_rate_grace: seconds("min_rate_grace")?,
             timeout: seconds("timeout")?,
             graceful_timeout: seconds("graceful_timeout")?,
             max_requests: number("max_requests")?,
@@ -972,8 +1074,14 @@ impl Config {
         ConnConfig {
             limits: self.limits,
             max_body: self.max_body,
+            body_buffer_size: self.body_buffer_size,
+            spool_dir: self.spool_dir.clone(),
+            spool_max_size: self.spool_max_size,
+            client_memory: self.client_memory,
             keepalive: self.keepalive,
-            trusted_proxies: self.forwarded_allow_ips.clone(),
+            min_request_rate: self.min_request_rate,
+            min_response_rate: self.min_response_rate,
+            min_rate_grace: self.min_rate_grace,
             ..ConnConfig::default()
         }
     }
@@ -990,6 +1098,7 @@ impl Config {
             max_requests: self.max_requests,
             max_requests_jitter: self.max_requests_jitter,
             connection: self.connection_config(),
+            trusted_proxies: self.forwarded_allow_ips.clone(),
             metrics_bind: self.metrics_bind.clone(),
             metrics: self.metrics_path.is_some(),
         }
@@ -1073,6 +1182,21 @@ fn parse_middleware(list: &str) -> Result<Vec<&'static str>, String> {
     Ok(chosen)
 }
 
+/// A size in bytes: digits, then optionally `K`, `M` or `G` (or `KiB`,
+/// `MiB`, `GiB`), each 1024 times the one before.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1106,8 +1230,31 @@ mod tests {
         assert_eq!(config.limits.request_line, 4094);
         assert_eq!(config.limits.header_fields, 100);
         assert_eq!(config.limits.header_field_size, 8190);
-        assert_eq!(config.max_body, None);
+        // Gunicorn has no body limit; a server that buffers bodies needs one.
+        assert_eq!(config.max_body, Some(100 << 20));
         assert_eq!(config.origin("bind"), Some(&Origin::Default));
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_a_bad_spool_dir_is_refused() {
+        let flags = [
+            ("body_buffer_size", "16K"),
+            ("client_memory", "32MiB"),
+            ("spool_max_size", "2G"),
+            ("limit_request_body", "0"),
+        ];
+        let config = resolve(&flags, &[], None).unwrap();
+        assert_eq!(config.body_buffer_size, 16 << 10);
+        assert_eq!(config.client_memory, 32 << 20);
+        assert_eq!(config.spool_max_size, 2 << 30);
+        assert_eq!(config.max_body, None, "0 is no limit");
+        let error = resolve(&[("client_memory", "lots")], &[], None).unwrap_err();
+        assert!(error.to_string().contains("client_memory"), "{error}");
+        let error = resolve(&[("spool_dir", "/nonexistent/spool")], &[], None).unwrap_err();
+        assert!(
+            error.to_string().contains("cannot make a file there"),
+            "{error}"
+        );
     }
 
     #[test]

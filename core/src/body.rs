@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 
 use crate::completion::CompletionHooks;
 
@@ -124,6 +124,135 @@ impl fmt::Debug for RequestBody {
             Source::Reader(_) => "reader",
         };
         f.debug_tuple("RequestBody").field(&kind).finish()
+    }
+}
+
+/// Why a request body could not be received: always the client's fault,
+/// so a server answers it with a 4xx of its own, never a 500, and no layer
+/// reports it as the application's failure.
+///
+/// Turnstile's server receives every body before the application is called
+/// and answers these itself; a body read from elsewhere (a test, another
+/// server) fails with one inside the [`io::Error`] its reader returns, and
+/// [`BodyError::of`] finds it there.
+///
+/// ```
+/// use std::io::Read;
+/// use turnstile_core::{BodyError, RequestBody};
+///
+/// let mut body = RequestBody::from_reader(std::io::Cursor::new(b"part").chain(
+///     turnstile_core::test::FailingReader(BodyError::incomplete("the client went away")),
+/// ));
+/// let error = body.read_to_end(&mut Vec::new()).unwrap_err();
+/// let cause = BodyError::of(&error).unwrap();
+/// assert!(cause.is_incomplete());
+/// assert_eq!(cause.status(), 400);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BodyError {
+    kind: BodyErrorKind,
+    detail: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyErrorKind {
+    TooLarge,
+    Incomplete,
+    Malformed,
+    TimedOut,
+}
+
+impl BodyError {
+    /// Longer than the server accepts (`--limit-request-body`): 413.
+    pub fn too_large(detail: &'static str) -> Self {
+        Self::new(BodyErrorKind::TooLarge, detail)
+    }
+
+    /// Ended before its framing said it would: 400.
+    pub fn incomplete(detail: &'static str) -> Self {
+        Self::new(BodyErrorKind::Incomplete, detail)
+    }
+
+    /// Broken framing (a bad chunk size, a missing CRLF, a bad trailer): 400.
+    pub fn malformed(detail: &'static str) -> Self {
+        Self::new(BodyErrorKind::Malformed, detail)
+    }
+
+    /// Arrived slower than the server's minimum rate: 408.
+    pub fn timed_out(detail: &'static str) -> Self {
+        Self::new(BodyErrorKind::TimedOut, detail)
+    }
+
+    fn new(kind: BodyErrorKind, detail: &'static str) -> Self {
+        Self { kind, detail }
+    }
+
+    /// Whether the body was longer than allowed.
+    pub fn is_too_large(&self) -> bool {
+        self.kind == BodyErrorKind::TooLarge
+    }
+
+    /// Whether the body ended early.
+    pub fn is_incomplete(&self) -> bool {
+        self.kind == BodyErrorKind::Incomplete
+    }
+
+    /// Whether the body's framing was broken.
+    pub fn is_malformed(&self) -> bool {
+        self.kind == BodyErrorKind::Malformed
+    }
+
+    /// Whether the body arrived too slowly.
+    pub fn is_timed_out(&self) -> bool {
+        self.kind == BodyErrorKind::TimedOut
+    }
+
+    /// The status a server answers with: 413, 400 or 408.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            BodyErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyErrorKind::Incomplete | BodyErrorKind::Malformed => StatusCode::BAD_REQUEST,
+            BodyErrorKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The body error inside `error`, if a body's reader failed with one.
+    pub fn of(error: &io::Error) -> Option<&BodyError> {
+        error.get_ref()?.downcast_ref::<BodyError>()
+    }
+
+    /// The body error in `error` or in the chain of its sources.
+    pub fn in_chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if let Some(found) = error.downcast_ref::<BodyError>() {
+                return Some(found);
+            }
+            if let Some(found) = error.downcast_ref::<io::Error>().and_then(Self::of) {
+                return Some(found);
+            }
+            next = error.source();
+        }
+        None
+    }
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.detail)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl From<BodyError> for io::Error {
+    fn from(error: BodyError) -> Self {
+        let kind = match error.kind {
+            BodyErrorKind::Incomplete => io::ErrorKind::UnexpectedEof,
+            BodyErrorKind::TimedOut => io::ErrorKind::TimedOut,
+            BodyErrorKind::TooLarge | BodyErrorKind::Malformed => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, error)
     }
 }
 

@@ -52,7 +52,7 @@ pub use uuid::{self, Uuid};
 pub use app::{
     AppResult, Application, BoxError, Either, IntoAppResult, SharedApp, is_connection_header,
 };
-pub use body::{BodyRead, ChunkStream, Content, RequestBody, ResponseBody};
+pub use body::{BodyError, BodyRead, ChunkStream, Content, RequestBody, ResponseBody};
 pub use completion::{Completion, CompletionHooks, Outcome, on_complete};
 pub use environ::{Environ, Received, Worker};
 pub use error::{Panicked, call_catching_panics, internal_server_error};

@@ -241,6 +241,18 @@ impl fmt::Debug for MockApp {
     }
 }
 
+/// A reader that fails with a [`BodyError`](crate::BodyError), as a body
+/// does when its client breaks its framing or goes away: for testing how an
+/// application and its layers take a client's fault.
+#[derive(Clone, Debug)]
+pub struct FailingReader(pub crate::BodyError);
+
+impl Read for FailingReader {
+    fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+        Err(self.0.clone().into())
+    }
+}
+
 /// A response as a client would see it: status, headers, the whole body.
 #[derive(Debug)]
 pub struct TestResponse {

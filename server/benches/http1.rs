@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use turnstile_server::http1::write::{BodyFraming, DateCache, write_head};
+use turnstile_server::http1::encode::{BodyFraming, DateCache, write_head};
 use turnstile_server::http1::{ChunkedDecoder, Limits, Parsed, parse_head};
 
 /// What wrk sends.

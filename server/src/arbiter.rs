@@ -53,6 +53,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 use turnstile_core::{Application, Completion, Request, SharedApp, Worker};
 
+use crate::forwarded::TrustedProxies;
 use crate::hooks::{Hooks, RequestInfo, WorkerExit};
 use crate::http1::conn::ConnConfig;
 use crate::listen::{DEFAULT_BACKLOG, Listener};
@@ -102,8 +103,11 @@ pub struct ArbiterConfig {
     /// `--max-requests-jitter`: up to this many more, drawn per worker, so
     /// workers do not all retire at once.
     pub max_requests_jitter: u64,
-    /// Limits and timeouts for each connection.
+    /// Limits, timeouts, rates and buffers for the connections.
     pub connection: ConnConfig,
+    /// `--forwarded-allow-ips`: the peers whose proxy headers name the
+    /// client and the scheme.
+    pub trusted_proxies: TrustedProxies,
     /// `--metrics-bind`: where the arbiter serves every worker's metrics,
     /// summed, at `/metrics` (`HOST:PORT`). Implies `metrics`.
     pub metrics_bind: Option<String>,
@@ -124,6 +128,7 @@ impl Default for ArbiterConfig {
             max_requests: 0,
             max_requests_jitter: 0,
             connection: ConnConfig::default(),
+            trusted_proxies: TrustedProxies::default(),
             metrics_bind: None,
             metrics: false,
         }

@@ -1,6 +1,10 @@
-//! What each request thread is doing: the request it serves, since when,
-//! and how many it has served. The worker reads it to count requests for
-//! `--max-requests` and to name the request a stuck worker was serving.
+//! What each request thread is doing: the request whose application code
+//! it runs (the call, a later pull of its streamed body, its completion
+//! hooks), since when, and how many requests have been served. The worker
+//! reads it to count requests for `--max-requests` and to name the request
+//! a stuck worker was serving. A request waiting for its client (its body
+//! to arrive, its response to be read) is on no thread's record: a slow
+//! client is not a stuck worker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,12 +30,13 @@ pub struct InFlight {
     /// The id the server gave it ([`turnstile_core::Environ::request_id`]
     /// starts as this one; a layer may adopt the client's instead).
     pub request_id: Uuid,
-    /// When its head had been read.
+    /// When the application's work on it that is running now began: the
+    /// call, or a later pull of its body or its completion hooks.
     pub started: Instant,
 }
 
 impl InFlight {
-    /// How long it has been served.
+    /// How long the application's work on it has been running.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
@@ -80,29 +85,37 @@ pub(crate) struct ThreadRecord {
 }
 
 impl ThreadRecord {
-    /// Records `request` as served until the returned guard is dropped.
-    pub(crate) fn start(&self, request: InFlight) -> Serving<'_> {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(request);
-        Serving(self)
+    /// Records the application's work on `request` as running on this
+    /// thread, from now until the returned guard is dropped.
+    pub(crate) fn computing(&self, request: &InFlight) -> Computing<'_> {
+        let mut now = request.clone();
+        now.started = Instant::now();
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+        Computing(self)
+    }
+
+    /// A request's response has been written or given up: one more served,
+    /// and the worker told once the limit is reached.
+    pub(crate) fn finished(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        if let Some(limit) = &self.limit
+            && limit.total.fetch_add(1, Ordering::Relaxed) + 1 == limit.max
+        {
+            let _ = limit.reached.write(1);
+        }
     }
 }
 
-/// A request being served by a thread; dropping it records the end.
-pub(crate) struct Serving<'a>(&'a ThreadRecord);
+/// Application code running for a request; dropping it records the end.
+pub(crate) struct Computing<'a>(&'a ThreadRecord);
 
-impl Drop for Serving<'_> {
+impl Drop for Computing<'_> {
     fn drop(&mut self) {
         *self
             .0
             .current
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
-        self.0.served.fetch_add(1, Ordering::Relaxed);
-        if let Some(limit) = &self.0.limit
-            && limit.total.fetch_add(1, Ordering::Relaxed) + 1 == limit.max
-        {
-            let _ = limit.reached.write(1);
-        }
     }
 }
 
@@ -120,7 +133,7 @@ impl Records {
         record
     }
 
-    /// Requests served to the end so far, by every thread.
+    /// Requests served to the end so far.
     pub(crate) fn served(&self) -> u64 {
         self.0
             .iter()
@@ -128,7 +141,8 @@ impl Records {
             .sum()
     }
 
-    /// The request served longest, if any is.
+    /// The request whose application code has been running longest, if
+    /// any is.
     pub(crate) fn oldest(&self) -> Option<InFlight> {
         self.0
             .iter()
@@ -153,32 +167,34 @@ mod tests {
         let reached = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
         let limit = Some(Arc::new(RequestLimit::new(2, reached.clone())));
         let (a, b) = (records.add(limit.clone()), records.add(limit));
-        let started = Instant::now();
-        let first = a.start(InFlight {
-            method: Method::GET,
-            target: Bytes::from_static(b"/slow?token=secret"),
+        let request = |method, target| InFlight {
+            method,
+            target: Bytes::from_static(target),
             host: None,
             request_id: Uuid::nil(),
-            started,
-        });
-        let second = b.start(InFlight {
-            method: Method::POST,
-            target: Bytes::from_static(b"/later"),
-            host: None,
-            request_id: Uuid::nil(),
-            started: started + Duration::from_millis(5),
-        });
+            started: Instant::now(),
+        };
+        let first = a.computing(&request(Method::GET, b"/slow?token=secret"));
+        std::thread::sleep(Duration::from_millis(5));
+        let second = b.computing(&request(Method::POST, b"/later"));
         let oldest = records.oldest().unwrap();
         assert_eq!(
             oldest.describe(),
             "GET /slow (request 00000000-0000-0000-0000-000000000000)"
         );
         drop(first);
+        a.finished();
         assert_eq!(reached.read().ok(), None, "one request is not the limit");
+        assert_eq!(records.oldest().unwrap().method, Method::POST);
         drop(second);
+        assert!(
+            records.oldest().is_none(),
+            "a request waiting for its client is on no record"
+        );
+        // Its response is written on another thread.
+        a.finished();
         assert_eq!(records.served(), 2);
         assert_eq!(reached.read().ok(), Some(1), "the limit was reached");
-        assert!(records.oldest().is_none());
     }
 
     #[test]

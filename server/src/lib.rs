@@ -14,6 +14,7 @@
 //!   them, with its [`hooks`].
 
 mod arbiter;
+mod budget;
 pub mod forwarded;
 pub mod hooks;
 pub mod http1;
@@ -23,10 +24,14 @@ mod listen;
 pub mod log;
 pub mod metrics;
 mod poller;
+mod sched;
+mod serve;
+mod spool;
 mod threads;
 mod worker;
 
 pub use arbiter::{APP_LOAD_ERROR, Arbiter, ArbiterConfig, WORKER_BOOT_ERROR};
 pub use in_flight::InFlight;
 pub use listen::{DEFAULT_BACKLOG, Listener};
+pub use spool::check_spool_dir;
 pub use threads::{DEFAULT_THREADS, Server, ServerHandle};

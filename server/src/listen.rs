@@ -18,7 +18,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -223,25 +222,38 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    pub(crate) fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+    /// Makes reads and writes return `WouldBlock` rather than wait: a
+    /// request thread never waits for a client.
+    pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
         match self {
-            Self::Tcp(stream) => {
-                stream.set_read_timeout(Some(timeout))?;
-                stream.set_write_timeout(Some(timeout))
-            }
-            Self::Unix(stream) => {
-                stream.set_read_timeout(Some(timeout))?;
-                stream.set_write_timeout(Some(timeout))
-            }
+            Self::Tcp(stream) => stream.set_nonblocking(true),
+            Self::Unix(stream) => stream.set_nonblocking(true),
         }
     }
 
-    /// Copies `reader` to the socket, through the kernel's own copy where
-    /// the standard library knows one (a file to a socket).
-    pub(crate) fn copy_from(&self, reader: &mut impl Read) -> io::Result<u64> {
+    /// Bytes written to the socket that the kernel has not yet had
+    /// acknowledged (TCP) or read (Unix): what the client must still read
+    /// before the server's next write is taken. 0 if it cannot tell.
+    pub(crate) fn unsent(&self) -> u64 {
+        let mut unsent: nix::libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one `int` through the pointer,
+        // which points at one; the descriptor is this stream's, open for
+        // as long as `self` is borrowed.
+        #[allow(unsafe_code)]
+        let done = unsafe { nix::libc::ioctl(self.as_raw_fd(), nix::libc::TIOCOUTQ, &mut unsent) };
+        if done == 0 {
+            u64::try_from(unsent).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// Ends the server's side of the connection; the client's may still
+    /// send.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
-            Self::Tcp(stream) => io::copy(reader, &mut &*stream),
-            Self::Unix(stream) => io::copy(reader, &mut &*stream),
+            Self::Tcp(stream) => stream.shutdown(std::net::Shutdown::Write),
+            Self::Unix(stream) => stream.shutdown(std::net::Shutdown::Write),
         }
     }
 }

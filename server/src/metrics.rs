@@ -41,6 +41,8 @@ use std::sync::OnceLock;
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::http1::dispatch::Slow;
+
 // ANCHOR: install
 /// Buckets of every histogram, in seconds unless named otherwise:
 /// OpenTelemetry's advice for `http.server.request.duration`.
@@ -68,8 +70,16 @@ pub const OPEN_CONNECTIONS: &str = "turnstile_open_connections";
 /// Connections waiting between requests.
 pub const IDLE_CONNECTIONS: &str = "turnstile_idle_connections";
 /// Requests the engine answered itself with an error status (bad syntax,
-/// too large, unsupported).
+/// too large, unsupported, too slow, or the server too full to hold them).
 pub const REFUSED_REQUESTS: &str = "turnstile_refused_requests_total";
+/// Bytes of memory the connections hold (input buffers, partial heads,
+/// bodies in memory), against the ceiling `--client-memory` sets.
+pub const CLIENT_MEMORY: &str = "turnstile_client_memory_bytes";
+/// Bytes of request bodies spooled to files.
+pub const SPOOLED: &str = "turnstile_spooled_bytes";
+/// Clients closed for being slower than the minimum rates, by what they
+/// were doing: `request_head`, `request_body` or `response`.
+pub const SLOW_CLIENTS: &str = "turnstile_slow_clients_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -125,12 +135,28 @@ pub fn render_this_process() -> String {
 
 /// The statuses the engine refuses requests with: their series exist from
 /// the start, at zero, so a rate over them is defined before the first.
-const REFUSAL_STATUSES: [&str; 7] = ["400", "413", "414", "417", "431", "501", "505"];
+const REFUSAL_STATUSES: [&str; 9] = [
+    "400", "408", "413", "414", "417", "431", "501", "503", "505",
+];
 
 fn describe() {
     for status in REFUSAL_STATUSES {
         metrics::counter!(REFUSED_REQUESTS, "http_response_status_code" => status).absolute(0);
     }
+    for slow in [Slow::Head, Slow::Body, Slow::Response] {
+        metrics::counter!(SLOW_CLIENTS, "while" => slow.label()).absolute(0);
+    }
+    metrics::describe_counter!(
+        SLOW_CLIENTS,
+        Unit::Count,
+        "Clients closed for sending or reading slower than the minimum rate, by what they were doing."
+    );
+    metrics::describe_gauge!(
+        CLIENT_MEMORY,
+        Unit::Bytes,
+        "Memory held for clients: input buffers, partial heads, bodies in memory."
+    );
+    metrics::describe_gauge!(SPOOLED, Unit::Bytes, "Request bodies spooled to files.");
     metrics::describe_gauge!(OPEN_CONNECTIONS, "Connections open.");
     metrics::describe_gauge!(
         IDLE_CONNECTIONS,
@@ -148,6 +174,17 @@ fn describe() {
 pub(crate) fn set_connections(open: usize, idle: usize) {
     metrics::gauge!(OPEN_CONNECTIONS).set(open as f64);
     metrics::gauge!(IDLE_CONNECTIONS).set(idle as f64);
+}
+
+/// Sets the gauges of what the connections hold, sampled before each page.
+pub(crate) fn set_held(memory: u64, spooled: u64) {
+    metrics::gauge!(CLIENT_MEMORY).set(memory as f64);
+    metrics::gauge!(SPOOLED).set(spooled as f64);
+}
+
+/// Counts a client closed for being too slow at `what`.
+pub(crate) fn too_slow(what: Slow) {
+    metrics::counter!(SLOW_CLIENTS, "while" => what.label()).increment(1);
 }
 
 /// Counts a request the engine refused with `status`.

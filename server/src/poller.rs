@@ -1,22 +1,22 @@
-//! Where connections wait between requests, so that an idle or slow client
-//! costs a file descriptor and a buffer, never a request thread.
+//! Where connections wait for their sockets, so that an idle, slow or
+//! non-reading client costs a file descriptor and a buffer, never a
+//! request thread.
 //!
-//! Every request thread of a worker waits in the same epoll set, which holds
-//! the listener and every open connection. Connections are registered once,
-//! edge-triggered: new input wakes exactly one thread, which leases the
-//! connection from the table, serves the requests that have arrived, and
-//! hands it back. The thread that is woken is the thread that serves, so a
-//! request costs no hand-off between threads and no `epoll_ctl`; under load
-//! a thread finds the next ready connection without sleeping, much as an
-//! event loop would.
+//! One epoll set holds the listeners and every open connection, registered
+//! once, edge-triggered for input and output. One request thread at a time
+//! waits in it ([`Poller::wait`], as the scheduler in `sched.rs` decides)
+//! and takes what is ready as a batch: a connection with an event is
+//! *leased* from the table at once and handed out as a [`Lease`], so
+//! whichever thread runs the job owns the connection until it gives it
+//! back or closes it.
 //!
-//! Input that arrives while a connection is leased wakes another thread,
-//! which finds it busy and marks it; the leaseholder sees the mark when it
-//! hands the connection back and serves again, so no edge is lost.
+//! An event for a connection already leased marks it; the leaseholder sees
+//! the mark when it gives the connection back and goes on with it, so no
+//! edge is lost.
 //!
-//! Waiting connections carry a deadline (the keep-alive or head timeout);
-//! whichever thread is awake when the sweep falls due closes the expired
-//! ones.
+//! Every [`SWEEP_EVERY`] the waiting thread also asks each waiting
+//! connection whether it is due (idle past its keep-alive, slower than a
+//! minimum rate, done lingering) and leases those out too, to be answered.
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,36 +28,37 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use slab::Slab;
 
-use crate::http1::conn::Connection;
+use crate::http1::conn::{ConnConfig, Connection};
 use crate::listen::Listener;
 
-/// How often expired connections are looked for, and so how late past its
-/// deadline one may be closed.
-const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// How often waiting connections are looked at, and so how late past its
+/// deadline one may be answered.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// The most events taken in one wait.
+const BATCH: usize = 64;
 
 const WAKER: u64 = u64::MAX;
 /// Listener `i`'s token is `FIRST_LISTENER - i`, above any connection's.
 const FIRST_LISTENER: u64 = u64::MAX - 1;
 const MAX_LISTENERS: u64 = 1024;
 
-/// What a waiting request thread was woken for.
+/// What a wait found ready.
 pub(crate) enum Ready {
     /// This listener has connections to accept; re-arm it afterwards.
     Listener(usize),
-    /// The server is stopping.
-    Wake,
-    /// A connection has input; the caller holds it until it gives it back.
+    /// A connection's socket is ready; the job owns it.
     Connection(Lease),
-    /// A timeout, an interrupted wait, a busy or an already closed
-    /// connection.
-    Nothing,
+    /// A waiting connection is due: idle too long, too slow, done
+    /// lingering.
+    Due(Lease),
 }
 
-/// A connection taken from the table to be served. Give it back with
+/// A connection taken from the table. Give it back with
 /// [`Poller::give_back`] or close it with [`Poller::close`].
 pub(crate) struct Lease {
     pub(crate) connection: Box<Connection>,
-    /// The client shut its side (or the socket failed) as of the wake-up.
+    /// The client shut its side (or the socket failed) as of the event.
     pub(crate) peer_closed: bool,
     token: u64,
 }
@@ -70,12 +71,11 @@ struct Entry {
 }
 
 enum State {
-    Waiting {
-        connection: Box<Connection>,
-        deadline: Instant,
+    Waiting(Box<Connection>),
+    /// Leased; `woken` when an event arrived meanwhile.
+    Leased {
+        woken: bool,
     },
-    /// Leased; `woken` when input arrived meanwhile.
-    Leased { woken: bool },
 }
 
 /// The epoll set and the table of open connections.
@@ -100,7 +100,7 @@ impl Poller {
             epoll.add(listener, listener_event(index))?;
         }
         let waker = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-        // Level-triggered: it stays ready, so every thread sees it.
+        // Level-triggered: once woken for the stop, it stays woken.
         epoll.add(&waker, EpollEvent::new(EpollFlags::EPOLLIN, WAKER))?;
         Ok(Self {
             epoll,
@@ -115,62 +115,48 @@ impl Poller {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for one thing to do, and sweeps expired connections on the way.
-    pub(crate) fn wait(&self) -> Ready {
-        let mut events = [EpollEvent::empty()];
+    // ANCHOR: wait
+    /// Sweeps when due, then waits for sockets to be ready (not at all
+    /// when the sweep found work), adding what it found to `ready`.
+    pub(crate) fn wait(&self, ready: &mut Vec<Ready>, config: &ConnConfig) {
+        self.sweep_if_due(ready, config);
+        let mut events = [EpollEvent::empty(); BATCH];
         // The timeout only bounds how late a sweep can run.
-        let timeout = SWEEP_EVERY.as_millis() as u16;
-        let woken = self.epoll.wait(&mut events, timeout);
-        // Sweep before leasing: a connection that keeps sending, slowly,
-        // waits only between its bytes and must still meet its deadline.
-        self.sweep_if_due();
-        match woken {
-            Ok(1) => match events[0].data() {
-                WAKER => Ready::Wake,
-                token if token > FIRST_LISTENER - MAX_LISTENERS => {
-                    Ready::Listener((FIRST_LISTENER - token) as usize)
-                }
-                token => self.lease(token, events[0].events()),
-            },
-            Ok(_) | Err(Errno::EINTR) => Ready::Nothing,
+        let timeout = if ready.is_empty() {
+            SWEEP_EVERY.as_millis() as u16
+        } else {
+            0u16
+        };
+        let woken = match self.epoll.wait(&mut events, timeout) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => 0,
             Err(errno) => {
                 // Only a bug can make epoll_wait fail on a valid set; slow
                 // down rather than spin.
                 crate::log::critical(format_args!("epoll_wait failed: {errno}"));
                 std::thread::sleep(SWEEP_EVERY);
-                Ready::Nothing
+                0
             }
-        }
-    }
-
-    // ANCHOR: lease
-    fn lease(&self, token: u64, flags: EpollFlags) -> Ready {
-        let mut table = self.table();
-        let Some(entry) = table
-            .get_mut(slot(token))
-            .filter(|entry| entry.token == token)
-        else {
-            return Ready::Nothing;
         };
-        match std::mem::replace(&mut entry.state, State::Leased { woken: false }) {
-            State::Waiting { connection, .. } => Ready::Connection(Lease {
-                connection,
-                peer_closed: flags.intersects(
-                    EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
-                ),
-                token,
-            }),
-            State::Leased { .. } => {
-                entry.state = State::Leased { woken: true };
-                Ready::Nothing
+        let mut table = self.table();
+        for event in &events[..woken] {
+            match event.data() {
+                WAKER => {}
+                token if token > FIRST_LISTENER - MAX_LISTENERS => {
+                    ready.push(Ready::Listener((FIRST_LISTENER - token) as usize));
+                }
+                token => {
+                    if let Some(lease) = lease(&mut table, token, event.events()) {
+                        ready.push(Ready::Connection(lease));
+                    }
+                }
             }
         }
     }
-    // ANCHOR_END: lease
+    // ANCHOR_END: wait
 
-    /// Watches a newly accepted connection, closing it at `deadline` if no
-    /// request has come by then.
-    pub(crate) fn admit(&self, connection: Box<Connection>, deadline: Instant) -> io::Result<()> {
+    /// Watches a newly accepted connection.
+    pub(crate) fn admit(&self, connection: Box<Connection>) -> io::Result<()> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         // The table stays locked until the socket is registered, so its
         // first event finds the entry.
@@ -178,24 +164,24 @@ impl Poller {
         let entry = table.vacant_entry();
         let token = u64::from(generation) << 32 | entry.key() as u64;
         let event = EpollEvent::new(
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET,
+            EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLOUT
+                | EpollFlags::EPOLLRDHUP
+                | EpollFlags::EPOLLET,
             token,
         );
         self.epoll.add(connection.socket(), event)?;
         entry.insert(Entry {
             token,
-            state: State::Waiting {
-                connection,
-                deadline,
-            },
+            state: State::Waiting(connection),
         });
         Ok(())
     }
 
     // ANCHOR: give_back
-    /// Gives a served connection back to wait for input until `deadline`;
-    /// returns it instead if input arrived while it was leased.
-    pub(crate) fn give_back(&self, lease: Lease, deadline: Instant) -> Option<Lease> {
+    /// Gives a connection back to wait for its socket; returns it instead
+    /// if an event arrived while it was leased.
+    pub(crate) fn give_back(&self, lease: Lease) -> Option<Lease> {
         let mut table = self.table();
         let entry = table
             .get_mut(slot(lease.token))
@@ -203,17 +189,14 @@ impl Poller {
         match entry.state {
             State::Leased { woken: true } => {
                 entry.state = State::Leased { woken: false };
-                // The flags of the missed wake-up are unknown: assume the worst.
+                // The flags of the missed event are unknown: assume the worst.
                 Some(Lease {
                     peer_closed: true,
                     ..lease
                 })
             }
             _ => {
-                entry.state = State::Waiting {
-                    connection: lease.connection,
-                    deadline,
-                };
+                entry.state = State::Waiting(lease.connection);
                 None
             }
         }
@@ -221,14 +204,14 @@ impl Poller {
     // ANCHOR_END: give_back
 
     /// Closes the waiting connections a stopping server owes nothing: idle
-    /// keep-alive ones, and new ones silent for `grace`.
+    /// keep-alive ones, new ones silent for `grace`, lingering ones.
     pub(crate) fn close_idle(&self, grace: Duration) {
         let idle: Vec<Entry> = {
             let mut table = self.table();
             let keys: Vec<usize> = table
                 .iter()
                 .filter(|(_, entry)| match &entry.state {
-                    State::Waiting { connection, .. } => connection.idle_while_stopping(grace),
+                    State::Waiting(connection) => connection.idle_while_stopping(grace),
                     State::Leased { .. } => false,
                 })
                 .map(|(key, _)| key)
@@ -243,14 +226,14 @@ impl Poller {
         self.table().len()
     }
 
-    /// Connections open, and how many of them wait for input.
+    /// Connections open, and how many of them wait between requests.
     pub(crate) fn connection_counts(&self) -> (usize, usize) {
         let table = self.table();
-        let waiting = table
+        let idle = table
             .iter()
-            .filter(|(_, entry)| matches!(entry.state, State::Waiting { .. }))
+            .filter(|(_, entry)| matches!(&entry.state, State::Waiting(c) if c.is_idle()))
             .count();
-        (table.len(), waiting)
+        (table.len(), idle)
     }
 
     /// Closes a leased connection.
@@ -277,39 +260,60 @@ impl Poller {
         let _ = self.epoll.delete(listener);
     }
 
-    /// Wakes one waiting thread with [`Ready::Wake`]; each woken thread
-    /// wakes the next as it leaves.
+    /// Wakes the thread waiting in the poller, for good: the server stops.
     pub(crate) fn wake(&self) {
         let _ = self.waker.write(1);
     }
 
-    fn sweep_if_due(&self) {
+    fn sweep_if_due(&self, ready: &mut Vec<Ready>, config: &ConnConfig) {
         let now = Instant::now();
-        let Ok(mut next_sweep) = self.next_sweep.try_lock() else {
-            return;
-        };
-        if now < *next_sweep {
-            return;
+        {
+            let mut next_sweep = self
+                .next_sweep
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if now < *next_sweep {
+                return;
+            }
+            *next_sweep = now + SWEEP_EVERY;
         }
-        *next_sweep = now + SWEEP_EVERY;
-        drop(next_sweep);
-        let expired: Vec<Entry> = {
-            let mut table = self.table();
-            let keys: Vec<usize> = table
-                .iter()
-                .filter(|(_, entry)| match &entry.state {
-                    State::Waiting {
-                        connection,
-                        deadline,
-                    } => *deadline <= now && !connection.next_request_arrived(),
-                    State::Leased { .. } => false,
-                })
-                .map(|(key, _)| key)
-                .collect();
-            keys.into_iter().map(|key| table.remove(key)).collect()
-        };
-        // Closing the sockets also takes them out of the epoll set.
-        drop(expired);
+        let mut table = self.table();
+        for (_, entry) in table.iter_mut() {
+            let due = match &entry.state {
+                State::Waiting(connection) => connection.due(now, config),
+                State::Leased { .. } => false,
+            };
+            if due
+                && let State::Waiting(connection) =
+                    std::mem::replace(&mut entry.state, State::Leased { woken: false })
+            {
+                ready.push(Ready::Due(Lease {
+                    connection,
+                    peer_closed: false,
+                    token: entry.token,
+                }));
+            }
+        }
+    }
+}
+
+/// Takes the connection `token` names out of the table, or marks it woken
+/// if it is leased already.
+fn lease(table: &mut Slab<Entry>, token: u64, flags: EpollFlags) -> Option<Lease> {
+    let entry = table
+        .get_mut(slot(token))
+        .filter(|entry| entry.token == token)?;
+    match std::mem::replace(&mut entry.state, State::Leased { woken: false }) {
+        State::Waiting(connection) => Some(Lease {
+            connection,
+            peer_closed: flags
+                .intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR),
+            token,
+        }),
+        State::Leased { .. } => {
+            entry.state = State::Leased { woken: true };
+            None
+        }
     }
 }
 

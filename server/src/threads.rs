@@ -1,12 +1,14 @@
 //! A fixed pool of request threads sharing the listeners and one poller, and
 //! the in-process server API built on it: a worker process runs one.
 //!
-//! A thread waits in the [`poller`](crate::poller) for a connection with
-//! input (or the listener with connections to accept), serves the requests
-//! that have arrived, and parks the connection again: an idle keep-alive
-//! connection or a client sending its head slowly holds no thread.
-//! A thread is held only while the application runs, or while it reads a
-//! request body or writes a response (each bounded by the I/O timeout).
+//! What each thread does next is the scheduler's decision (`sched.rs`): one
+//! at a time waits in the [`poller`](crate::poller), then works through
+//! what it found (connections to accept, sockets ready, connections due)
+//! as an event loop would, while a parked thread watches for the
+//! application blocking and joins in when it does. A thread never waits for
+//! a client: it works only while a connection has bytes to read or room to
+//! write, or while the application computes. Idle, slow and non-reading
+//! clients wait in the poller.
 //!
 //! ```no_run
 //! use turnstile_core::{Request, Response};
@@ -21,8 +23,8 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -30,10 +32,15 @@ use nix::errno::Errno;
 use nix::sys::eventfd::EventFd;
 use turnstile_core::{Application, Environ, Worker};
 
-use crate::http1::conn::{ConnConfig, Connection, Next, Scratch};
+use crate::budget::Budget;
+use crate::forwarded::TrustedProxies;
+use crate::http1::conn::{After, ConnConfig, Connection, Cx, Scratch};
 use crate::in_flight::{InFlight, Records, RequestLimit};
 use crate::listen::Listener;
 use crate::poller::{Lease, Poller, Ready};
+use crate::sched::{HANDOFF, Next, Sched};
+use crate::serve::Serve;
+use crate::spool::Spool;
 
 /// Request threads when [`Server::threads`] is not called (`--threads`).
 pub const DEFAULT_THREADS: usize = 8;
@@ -44,6 +51,7 @@ pub struct Server {
     listeners: Vec<Listener>,
     threads: usize,
     conn: ConnConfig,
+    trusted_proxies: TrustedProxies,
     worker: Worker,
     limit: Option<Arc<RequestLimit>>,
 }
@@ -65,6 +73,7 @@ impl Server {
             listeners,
             threads: DEFAULT_THREADS,
             conn: ConnConfig::default(),
+            trusted_proxies: TrustedProxies::default(),
             worker: Worker {
                 id: 0,
                 pid: std::process::id(),
@@ -79,9 +88,16 @@ impl Server {
         self
     }
 
-    /// Sets the per-connection settings: limits and timeouts.
+    /// Sets the connections' settings: limits, timeouts, rates, buffers.
     pub fn connection_config(mut self, conn: ConnConfig) -> Self {
         self.conn = conn;
+        self
+    }
+
+    /// Sets the peers whose proxy headers name the client and the scheme
+    /// (`--forwarded-allow-ips`).
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
         self
     }
 
@@ -119,15 +135,27 @@ impl Server {
         let thread_records: Vec<_> = (0..self.threads)
             .map(|_| records.add(self.limit.clone()))
             .collect();
+        let spool = Spool {
+            dir: self.conn.spool_dir.clone(),
+            in_memory: self.conn.body_buffer_size,
+            memory: Arc::new(Budget::new(self.conn.client_memory)),
+            disk: Arc::new(Budget::new(self.conn.spool_max_size)),
+        };
         let shared = Arc::new(Shared {
             worker: self.worker,
             local_addrs: self.listeners.iter().map(Listener::local_addr).collect(),
             listeners: self.listeners,
             poller,
-            app,
+            service: Serve {
+                app,
+                trusted_proxies: self.trusted_proxies,
+            },
             config: self.conn,
+            spool,
+            sched: Mutex::new(Sched::default()),
+            parked: Condvar::new(),
+            watcher: Condvar::new(),
             stopping: AtomicBool::new(false),
-            exiting: AtomicBool::new(false),
             accepting: AtomicUsize::new(0),
             limit: self.limit,
             records,
@@ -181,13 +209,17 @@ struct Shared<A> {
     /// Each listener's address, looked up once rather than per connection.
     local_addrs: Vec<Option<SocketAddr>>,
     poller: Poller,
-    app: A,
+    service: Serve<A>,
     config: ConnConfig,
+    spool: Spool,
+    sched: Mutex<Sched<Ready>>,
+    /// Where parked threads wait to be called.
+    parked: Condvar,
+    /// Where the watcher waits.
+    watcher: Condvar,
     /// Set by a shutdown: accept nothing more, close each connection after
     /// its current request.
     stopping: AtomicBool,
-    /// Set once the connections have drained: the threads leave.
-    exiting: AtomicBool,
     /// Threads inside `accept`: a drain is not over while one may still
     /// admit a connection.
     accepting: AtomicUsize,
@@ -198,52 +230,109 @@ struct Shared<A> {
 }
 
 impl<A: Application> Shared<A> {
-    // ANCHOR: request_thread
-    fn request_thread(&self, mut scratch: Scratch) {
-        while !self.exiting.load(Ordering::Acquire) {
-            match self.poller.wait() {
-                Ready::Listener(index) => self.accept(index),
-                Ready::Connection(lease) => self.serve(lease, &mut scratch),
-                Ready::Wake => break,
-                Ready::Nothing => {}
-            }
-        }
-        // Pass the wake-up on to the next waiting thread.
-        self.poller.wake();
+    fn sched(&self) -> MutexGuard<'_, Sched<Ready>> {
+        self.sched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn serve(&self, mut lease: Lease, scratch: &mut Scratch) {
+    // ANCHOR: request_thread
+    /// A request thread: the scheduler says what to do next, and this does
+    /// it, outside the lock.
+    fn request_thread(&self, mut scratch: Scratch) {
+        let mut found = Vec::new();
+        let mut sched = self.sched();
+        let mut next = sched.next();
         loop {
+            if sched.call_watcher() {
+                self.parked.notify_one();
+            }
+            next = match next {
+                Next::Run(job) => {
+                    drop(sched);
+                    self.run(job, &mut scratch);
+                    sched = self.sched();
+                    sched.done();
+                    sched.next()
+                }
+                Next::Poll => {
+                    drop(sched);
+                    self.poller.wait(&mut found, &self.config);
+                    sched = self.sched();
+                    sched.polled(found.drain(..));
+                    sched.next()
+                }
+                Next::Watch => {
+                    sched = self
+                        .watcher
+                        .wait_timeout(sched, HANDOFF)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    sched.watched()
+                }
+                Next::Park => {
+                    sched = self
+                        .parked
+                        .wait(sched)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    sched.woken()
+                }
+                Next::Exit => return,
+            };
+        }
+    }
+
+    fn run(&self, job: Ready, scratch: &mut Scratch) {
+        match job {
+            Ready::Listener(index) => self.accept(index),
+            Ready::Connection(lease) => self.serve(lease, scratch, false),
+            Ready::Due(lease) => self.serve(lease, scratch, true),
+        }
+    }
+
+    /// Drives a connection until it waits for its socket again, or closes.
+    fn serve(&self, mut lease: Lease, scratch: &mut Scratch, due: bool) {
+        let mut due = due;
+        loop {
+            let mut cx = Cx {
+                service: &self.service,
+                config: &self.config,
+                spool: &self.spool,
+                scratch: &mut *scratch,
+                stopping: &self.stopping,
+            };
             let Lease {
                 connection,
                 peer_closed,
                 ..
             } = &mut lease;
-            // Application panics are caught around the call; this catches
-            // the rest (a streamed body's iterator, a completion hook), so
-            // the thread lives on and the connection's entry is freed.
-            let next = panic::catch_unwind(AssertUnwindSafe(|| {
-                connection.serve_ready(
-                    &self.app,
-                    &self.config,
-                    scratch,
-                    &self.stopping,
-                    *peer_closed,
-                )
-            }))
-            .unwrap_or(Next::Close);
-            // A stopping server still waits for a head that has begun (or
-            // a new connection's first), and closes the others.
-            let keep = !self.stopping.load(Ordering::Acquire) || lease.connection.awaiting_head();
-            match next {
-                Next::Read { deadline } if keep => {
-                    match self.poller.give_back(lease, deadline) {
-                        // Input came while it was being served.
-                        Some(again) => lease = again,
-                        None => return,
-                    }
+            // Application panics are caught where the application runs;
+            // this catches a bug of the server's own, so the thread lives on
+            // and the connection's entry is freed.
+            let after = panic::catch_unwind(AssertUnwindSafe(|| {
+                if due {
+                    connection.on_tick(&mut cx)
+                } else {
+                    connection.on_ready(&mut cx, *peer_closed)
                 }
-                Next::Read { .. } | Next::Close => return self.poller.close(lease),
+            }))
+            .unwrap_or(After::Close);
+            due = false;
+            let stopping = self.stopping.load(Ordering::Acquire);
+            match after {
+                // A stopping server closes what it owes nothing.
+                After::Wait if stopping && lease.connection.idle_while_stopping(SILENT_GRACE) => {
+                    return self.poller.close(lease);
+                }
+                After::Wait => match self.poller.give_back(lease) {
+                    // An event came while it was being served.
+                    Some(again) => lease = again,
+                    None => return,
+                },
+                After::Again => {
+                    // To the back of the queue: others' turn first.
+                    self.sched().push(Ready::Connection(lease));
+                    return;
+                }
+                After::Close => return self.poller.close(lease),
             }
         }
     }
@@ -265,9 +354,11 @@ impl<A: Application> Shared<A> {
                     environ.client_addr = peer;
                     environ.server_addr = self.local_addrs[index];
                     environ.worker = self.worker;
-                    if let Ok(connection) = Connection::new(stream, environ, &self.config) {
-                        let deadline = connection.deadline(&self.config);
-                        let _ = self.poller.admit(Box::new(connection), deadline);
+                    let limits = &self.config.limits;
+                    if let Ok(connection) =
+                        Connection::new(stream, environ, &self.spool.memory, limits)
+                    {
+                        let _ = self.poller.admit(Box::new(connection));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -313,6 +404,7 @@ trait Control: Send + Sync {
     fn exit(&self);
     fn records(&self) -> &Records;
     fn connection_counts(&self) -> (usize, usize);
+    fn held(&self) -> (u64, u64);
 }
 
 impl<A: Application> Control for Shared<A> {
@@ -329,7 +421,9 @@ impl<A: Application> Control for Shared<A> {
     }
 
     fn exit(&self) {
-        self.exiting.store(true, Ordering::Release);
+        self.sched().exit();
+        self.parked.notify_all();
+        self.watcher.notify_all();
         self.poller.wake();
     }
 
@@ -339,6 +433,10 @@ impl<A: Application> Control for Shared<A> {
 
     fn connection_counts(&self) -> (usize, usize) {
         self.poller.connection_counts()
+    }
+
+    fn held(&self) -> (u64, u64) {
+        (self.spool.memory.used(), self.spool.disk.used())
     }
 }
 
@@ -378,7 +476,15 @@ impl ServerHandle {
         self.control.connection_counts()
     }
 
-    /// The request that has been served longest, if one is being served.
+    /// What the connections hold: bytes of memory (input buffers, partial
+    /// heads, bodies in memory) against the memory ceiling, and bytes of
+    /// spooled bodies.
+    pub fn held(&self) -> (u64, u64) {
+        self.control.held()
+    }
+
+    /// The request whose application code has been running longest, if
+    /// any is: a request waiting for its client is on no thread.
     pub fn oldest_in_flight(&self) -> Option<InFlight> {
         self.control.records().oldest()
     }

@@ -182,6 +182,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
     let mut server = Server::from_listeners(listeners)
         .threads(config.threads)
         .connection_config(config.connection.clone())
+        .trusted_proxies(config.trusted_proxies.clone())
         .worker(worker);
     // The request threads say when the limit is reached, so the worker
     // retires at once rather than at its next round.
@@ -290,6 +291,8 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
 fn page(handle: &ServerHandle, answers: u64) -> Beat {
     let (open, idle) = handle.connections();
     metrics::set_connections(open, idle);
+    let (memory, spool) = handle.held();
+    metrics::set_held(memory, spool);
     Beat::Metrics {
         answers,
         page: metrics::snapshot(),

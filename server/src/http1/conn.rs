@@ -1,318 +1,279 @@
-//! One connection: read a request, call the application, write the response,
-//! and again while the connection stays open and its next request is here.
+//! One connection, as a state machine that never waits for its client.
 //!
-//! The request body is handed to the application as a reader that pulls from
-//! this connection's buffer and socket, through the decoder its framing
-//! calls for. After the response, whatever the application left unread is
-//! drained (up to a bound) so the next request starts at its first byte.
+//! A request thread drives it when the poller says its socket is ready
+//! ([`Connection::on_ready`]): it reads what has arrived, without waiting,
+//! parses the head, receives the body into memory or the spool, and only
+//! once the whole request is here calls the [`Service`]; then it writes the
+//! response as far as the socket takes it. Whatever is left to write (the
+//! rest of a body, a file, further chunks of a stream) waits with the
+//! connection in the poller, and the next thread woken for it goes on, so a
+//! client that reads slowly holds a buffer, not a thread. The poller's
+//! sweep asks each waiting connection whether it is [`due`](Connection::due):
+//! idle past its keep-alive, or receiving or reading slower than the
+//! minimum rates, and then [`on_tick`](Connection::on_tick) answers it.
+//!
+//! ```text
+//!   Idle ──► Head ──► Body ──► (Service::call) ──► Writing ──► Idle
+//!     │        │        │                             │          (keep-alive)
+//!     │        └────────┴──► refusal (4xx, 503) ──────┤
+//!     └─► closed                                      └──► Lingering ──► closed
+//! ```
+//!
+//! A connection's next request is not read before its response is written,
+//! so pipelined responses leave in order.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, Version, header};
 use nix::sys::socket::{MsgFlags, recv};
 use turnstile_core::{
-    Application, BodyRead, Completion, Content, Environ, Outcome, Received, Request, RequestBody,
-    call_catching_panics, internal_server_error,
+    BodyError, Completion, CompletionHooks, Environ, Outcome, Received, RequestBody, Response,
 };
 
-use super::chunked::ChunkedDecoder;
+use super::decode::BodyDecoder;
+use super::dispatch::{Incoming, Refusal, Service, Slow};
+use super::encode::{BodyFraming, DateCache, Outgoing, Want, body_framing, write_head};
 use super::head::{Framing, Limits, Parsed, RequestHead, parse_head};
-use super::write::{
-    BodyFraming, CHUNK_END, DateCache, LAST_CHUNK, body_framing, chunk_start, write_head,
-};
-use crate::forwarded::TrustedProxies;
+use super::io::{Fill, Input, THREAD_BUFFER};
+use crate::budget::Budget;
 use crate::in_flight::{InFlight, ThreadRecord};
 use crate::listen::Stream;
+use crate::spool::{BodyStore, Spool, StoreError};
 
-/// Settings for each connection.
+/// Settings for every connection of a worker.
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
     /// Limits on the request head.
     pub limits: Limits,
     /// The largest request body accepted (`--limit-request-body`); larger
-    /// ones get 413. `None` for no limit.
+    /// ones get 413, as soon as the head or the chunks say so. `None` for
+    /// no limit.
     pub max_body: Option<u64>,
-    /// How long a head may take to arrive, from its first byte (or from
-    /// the accept, for a connection's first request).
-    pub head_timeout: Duration,
+    /// The most of one body kept in memory (`--body-buffer-size`, nginx's
+    /// `client_body_buffer_size`); the rest is spooled to a file.
+    pub body_buffer_size: u64,
+    /// Where bodies are spooled (`--spool-dir`): unlinked files, which no
+    /// other process can open.
+    pub spool_dir: PathBuf,
+    /// The most bytes a worker's spooled bodies take together
+    /// (`--spool-max-size`); a body that would pass it gets 503.
+    pub spool_max_size: u64,
+    /// The most memory a worker holds for its clients (`--client-memory`):
+    /// input buffers, partial heads and bodies kept in memory. A request
+    /// that would pass it gets 503 (a body goes to the spool first).
+    pub client_memory: u64,
+    /// How long a new connection may wait for its first request to begin.
+    pub first_request_timeout: Duration,
     /// How long an idle keep-alive connection is kept (`--keepalive`);
     /// zero closes every connection after one response, as Gunicorn does.
     pub keepalive: Duration,
-    /// How long one read of a request body, or one write of a response,
-    /// may wait for the client.
-    pub io_timeout: Duration,
-    /// How much unread request body is drained after a response before the
-    /// connection is closed instead.
-    pub drain_limit: u64,
-    /// The peers whose proxy headers set the client address and scheme
-    /// (`--forwarded-allow-ips`).
-    pub trusted_proxies: TrustedProxies,
+    /// The slowest a head or a body may arrive, in bytes a second, on
+    /// average since it began, once `min_rate_grace` has passed
+    /// (`--min-request-rate`): slower gets 408. Zero turns it off.
+    pub min_request_rate: u64,
+    /// The slowest a client may read a response, in bytes a second, while
+    /// the server waits to write (`--min-response-rate`): slower is closed.
+    /// Zero turns it off.
+    pub min_response_rate: u64,
+    /// How long a client has before the minimum rates apply
+    /// (`--min-rate-grace`).
+    pub min_rate_grace: Duration,
 }
 
 impl Default for ConnConfig {
     fn default() -> Self {
         Self {
             limits: Limits::default(),
-            max_body: None,
-            head_timeout: Duration::from_secs(10),
+            max_body: Some(100 * 1024 * 1024),
+            body_buffer_size: 64 * 1024,
+            spool_dir: std::env::temp_dir(),
+            spool_max_size: 1024 * 1024 * 1024,
+            client_memory: 64 * 1024 * 1024,
+            first_request_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(2),
-            io_timeout: Duration::from_secs(30),
-            drain_limit: 64 * 1024,
-            trusted_proxies: TrustedProxies::default(),
+            // Kestrel's MinRequestBodyDataRate and MinResponseDataRate.
+            min_request_rate: 240,
+            min_response_rate: 240,
+            min_rate_grace: Duration::from_secs(5),
         }
     }
 }
 
-/// The bytes read from a connection and the state of the current body.
-struct Input {
-    stream: Arc<Stream>,
-    /// Always initialised; `buf[start..end]` holds the bytes not yet used.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    body: BodyState,
-    /// An interim `100 Continue` owed before the body is read.
-    continue_pending: bool,
-    /// Body bytes read so far, for the body limit.
-    body_read: u64,
-    max_body: Option<u64>,
-    /// Set when the body was broken: the connection cannot be reused.
-    broken: bool,
+/// How long a refused client is read from after its answer, so it reads
+/// the answer rather than a reset, before the connection is closed.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Bytes a job reads or writes for one connection before it lets the next
+/// connection have the thread: a fast client streaming a large body is not
+/// waited for, but it must not keep others waiting either.
+const JOB_QUOTA: usize = 1 << 20;
+
+/// A connection's average rate since `since`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rate {
+    since: Instant,
+    bytes: u64,
 }
 
-enum BodyState {
-    Done,
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>),
-}
-
-impl Input {
-    fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+impl Rate {
+    fn new(since: Instant) -> Self {
+        Self { since, bytes: 0 }
     }
 
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
+    fn add(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
     }
 
-    /// Reads more bytes from the socket, waiting for them (up to the I/O
-    /// timeout); `Ok(0)` at end of stream.
-    fn fill(&mut self) -> io::Result<usize> {
-        self.make_room();
-        let n = (&*self.stream).read(&mut self.buf[self.end..])?;
-        self.end += n;
-        Ok(n)
-    }
-
-    /// Reads the bytes that have arrived without waiting for more:
-    /// `WouldBlock` when there are none, `Ok(0)` at end of stream. Also says
-    /// whether the read filled the buffer, so more may be waiting.
-    fn fill_now(&mut self) -> io::Result<(usize, bool)> {
-        self.make_room();
-        let space = self.buf.len() - self.end;
-        let n = recv(
-            self.stream.as_raw_fd(),
-            &mut self.buf[self.end..],
-            MsgFlags::MSG_DONTWAIT,
-        )?;
-        self.end += n;
-        Ok((n, n == space))
-    }
-
-    fn make_room(&mut self) {
-        if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                // Only a head larger than the buffer gets here, and
-                // `parse_head`'s limits bound how large that can be.
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-        }
-    }
-
-    fn read_body(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() || matches!(self.body, BodyState::Done) {
-            return Ok(0);
-        }
-        if self.continue_pending {
-            self.continue_pending = false;
-            (&*self.stream).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        }
-        let result = self.read_body_inner(out);
-        match &result {
-            Ok(n) => {
-                self.body_read += *n as u64;
-                if self.max_body.is_some_and(|max| self.body_read > max) {
-                    self.fail();
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "request body larger than the limit",
-                    ));
-                }
-            }
-            Err(_) => self.fail(),
-        }
-        result
-    }
-
-    fn read_body_inner(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            // A finished body must not read on into the next request.
-            match &self.body {
-                BodyState::Done => return Ok(0),
-                BodyState::Chunked(decoder) if decoder.is_done() => return Ok(0),
-                _ => {}
-            }
-            if self.buffered().is_empty() && self.fill()? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the connection closed inside the request body",
-                ));
-            }
-            match &mut self.body {
-                BodyState::Done => return Ok(0),
-                BodyState::Length(remaining) => {
-                    let available = &self.buf[self.start..self.end];
-                    let n = available
-                        .len()
-                        .min(out.len())
-                        .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
-                    out[..n].copy_from_slice(&available[..n]);
-                    *remaining -= n as u64;
-                    if *remaining == 0 {
-                        self.body = BodyState::Done;
-                    }
-                    self.consume(n);
-                    return Ok(n);
-                }
-                BodyState::Chunked(decoder) => {
-                    let step = decoder
-                        .decode(&self.buf[self.start..self.end], out)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    let done = decoder.is_done();
-                    self.consume(step.consumed);
-                    if step.produced > 0 || done {
-                        return Ok(step.produced);
-                    }
-                }
-            }
-        }
-    }
-
-    fn fail(&mut self) {
-        self.broken = true;
-        self.body = BodyState::Done;
+    /// Whether, past the grace period, fewer bytes have come than the
+    /// minimum rate asks for the time taken (Kestrel's rule).
+    fn too_slow(&self, now: Instant, min: u64, grace: Duration) -> bool {
+        let elapsed = now.saturating_duration_since(self.since);
+        min > 0 && elapsed > grace && (self.bytes as f64) < min as f64 * elapsed.as_secs_f64()
     }
 }
 
-fn lock(input: &Mutex<Input>) -> MutexGuard<'_, Input> {
-    input
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// What the connection is doing.
+enum State {
+    /// Between requests: nothing of the next one has arrived.
+    Idle,
+    /// A head has begun to arrive.
+    Head { rate: Rate },
+    /// The head is here; the body is arriving.
+    Body(Box<Receiving>),
+    /// A response is being written.
+    Writing(Box<Responding>),
+    /// Answered and shut for writing; reading (and dropping) what the
+    /// client still sends, so it reads the answer, until it closes or
+    /// `until`.
+    Lingering { until: Instant },
 }
 
-/// The application's view of the request body: a reader over the
-/// connection's input.
-struct BodyReader {
-    input: Arc<Mutex<Input>>,
-    trailers: Option<HeaderMap>,
+struct Receiving {
+    head: RequestHead,
+    decoder: BodyDecoder,
+    store: BodyStore,
+    received: Received,
+    rate: Rate,
+    /// What is left to write of a `100 Continue` the client waits for.
+    interim: &'static [u8],
 }
 
-impl Read for BodyReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let mut input = lock(&self.input);
-        let n = input.read_body(out)?;
-        if let (0, None, BodyState::Chunked(decoder)) = (n, &self.trailers, &mut input.body) {
-            self.trailers = Some(decoder.take_trailers());
-        }
-        Ok(n)
-    }
+struct Responding {
+    out: Outgoing,
+    status: StatusCode,
+    /// The application's response: its record and hooks. `None` for an
+    /// answer the server made itself.
+    request: Option<(InFlight, CompletionHooks)>,
+    then: Then,
+    /// When what is in hand must have been written, set as the socket
+    /// first stopped taking it.
+    deadline: Option<Instant>,
 }
 
-impl BodyRead for BodyReader {
-    fn trailers(&self) -> Option<&HeaderMap> {
-        self.trailers.as_ref()
-    }
+/// What follows a response: the connection's one keep-alive decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Then {
+    KeepAlive,
+    Close,
+    /// Shut for writing, then read until the client closes: it may still
+    /// be sending a body the server did not read.
+    Linger,
 }
 
-/// One client connection between requests: its socket, the bytes read but
-/// not yet used, and the facts every request on it shares.
-///
-/// A request thread takes it when the poller says it is readable, calls
-/// [`Connection::serve_ready`], and parks it again or drops it as that says.
-pub(crate) struct Connection {
-    stream: Arc<Stream>,
-    input: Arc<Mutex<Input>>,
-    environ: Environ,
-    /// When the head being waited for started: the accept for the first
-    /// one, its first byte for later ones; `None` between requests.
-    head_started: Option<Instant>,
-}
-
-/// What a connection waits for after [`Connection::serve_ready`].
-#[derive(Debug)]
-pub(crate) enum Next {
-    /// More input, until `deadline`; then it is closed.
-    Read { deadline: Instant },
-    /// Nothing: it is finished and can be dropped.
+/// What the thread does with a connection after a job.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum After {
+    /// Give it back to the poller to wait for its socket.
+    Wait,
+    /// Give it back and queue it again: it had more to do than one job's
+    /// share.
+    Again,
+    /// Close it.
     Close,
 }
 
-/// A request thread's own state, reused for every connection it serves:
-/// buffers, and the record of what it is serving.
+/// A request thread's own state, reused for every connection it serves.
 #[derive(Debug)]
 pub(crate) struct Scratch {
-    dates: DateCache,
+    read: Vec<u8>,
     out: Vec<u8>,
-    record: Arc<ThreadRecord>,
+    decoded: Vec<u8>,
+    dates: DateCache,
+    pub(crate) record: Arc<ThreadRecord>,
 }
 
 impl Scratch {
     pub(crate) fn new(record: Arc<ThreadRecord>) -> Self {
         Self {
-            dates: DateCache::default(),
+            read: vec![0; THREAD_BUFFER],
             out: Vec::new(),
+            decoded: vec![0; 16 * 1024],
+            dates: DateCache::default(),
             record,
         }
     }
 }
 
+/// Everything a job needs besides the connection.
+pub(crate) struct Cx<'a, S> {
+    pub(crate) service: &'a S,
+    pub(crate) config: &'a ConnConfig,
+    pub(crate) spool: &'a Spool,
+    pub(crate) scratch: &'a mut Scratch,
+    /// The server is stopping: responses close their connections. Read as
+    /// each response starts, since the application may have run long.
+    pub(crate) stopping: &'a AtomicBool,
+}
+
+/// One client connection. See the [module docs](self).
+pub(crate) struct Connection {
+    stream: Stream,
+    /// The facts every request on it shares (addresses, worker).
+    environ: Environ,
+    input: Input,
+    state: State,
+    /// When it began to wait for its next request: its accept, or the end
+    /// of its last response.
+    idle_since: Instant,
+    /// No request has come on it yet.
+    fresh: bool,
+}
+
+// Returned once per request and moved straight on: boxing the request
+// would cost an allocation each time for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Advance {
+    /// A whole request is here.
+    Respond(Incoming),
+    /// The server answers it itself.
+    Refuse(StatusCode, String, Then),
+    /// More input is needed.
+    More,
+}
+
 impl Connection {
-    /// Sets up a freshly accepted connection. `environ` carries the facts
-    /// shared by every request on it (addresses, worker).
-    pub(crate) fn new(stream: Stream, environ: Environ, config: &ConnConfig) -> io::Result<Self> {
-        // Body reads and response writes block the request thread, so both
-        // are bounded: a client that stops reading or sending is dropped.
-        stream.set_timeouts(config.io_timeout)?;
-        let stream = Arc::new(stream);
-        let input = Arc::new(Mutex::new(Input {
-            stream: stream.clone(),
-            buf: vec![0; 16 * 1024],
-            start: 0,
-            end: 0,
-            body: BodyState::Done,
-            continue_pending: false,
-            body_read: 0,
-            max_body: config.max_body,
-            broken: false,
-        }));
+    /// Sets up a freshly accepted connection, whose buffers count against
+    /// `memory`. `environ` carries the facts shared by every request on it.
+    pub(crate) fn new(
+        stream: Stream,
+        environ: Environ,
+        memory: &Arc<Budget>,
+        limits: &Limits,
+    ) -> io::Result<Self> {
+        stream.set_nonblocking()?;
         Ok(Self {
             stream,
-            input,
             environ,
-            // The first head is timed from the accept.
-            head_started: Some(Instant::now()),
+            input: Input::new(memory, limits.max_head_len() + 4096),
+            state: State::Idle,
+            idle_since: Instant::now(),
+            fresh: true,
         })
     }
 
@@ -321,28 +282,104 @@ impl Connection {
         &self.stream
     }
 
-    /// Whether a request head is expected: the connection's first, or one
-    /// whose first bytes have arrived.
-    pub(crate) fn awaiting_head(&self) -> bool {
-        self.head_started.is_some()
+    /// Does what its socket's readiness allows: reads, serves, writes.
+    /// `peer_closed` says the poller saw the client shut its side.
+    pub(crate) fn on_ready<S: Service>(&mut self, cx: &mut Cx<'_, S>, peer_closed: bool) -> After {
+        self.input.lend(&mut cx.scratch.read);
+        let mut after = self.drive(cx, peer_closed);
+        if !self.input.settle(&mut cx.scratch.read) {
+            // What is left of a head does not fit under the ceiling.
+            self.refuse(
+                cx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                FULL.into(),
+                Then::Linger,
+            );
+            after = self.on_ready(cx, false);
+        }
+        after
     }
 
-    /// Whether it is between requests with input waiting on the socket:
-    /// a request that arrived just as its keep-alive time ran out, which the
-    /// poller is about to hand to a thread.
-    pub(crate) fn next_request_arrived(&self) -> bool {
-        self.head_started.is_none() && self.input_waiting()
+    /// Answers a connection the sweep found [`due`](Self::due): closes an
+    /// idle one, answers a slow request with 408, closes a slow reader.
+    pub(crate) fn on_tick<S: Service>(&mut self, cx: &mut Cx<'_, S>) -> After {
+        match &self.state {
+            State::Idle if self.input_waiting() => return self.on_ready(cx, false),
+            State::Idle | State::Lingering { .. } => return After::Close,
+            State::Head { rate } => {
+                cx.service.too_slow(Slow::Head, &self.environ);
+                if rate.bytes == 0 {
+                    return After::Close;
+                }
+                let why = "the request head arrived too slowly".into();
+                self.refuse(cx, StatusCode::REQUEST_TIMEOUT, why, Then::Close);
+            }
+            State::Body(_) => {
+                cx.service.too_slow(Slow::Body, &self.environ);
+                let why = BodyError::timed_out("the request body arrived too slowly");
+                self.refuse(cx, why.status(), why.to_string(), Then::Linger);
+            }
+            State::Writing(_) => {
+                // The socket may have room the kernel has not told of yet:
+                // it wakes a writer only once half its buffer is free.
+                let after = self.on_ready(cx, false);
+                let now = Instant::now();
+                if !matches!(&self.state, State::Writing(responding) if responding.overdue(now)) {
+                    return after;
+                }
+                cx.service.too_slow(Slow::Response, &self.environ);
+                self.finish(cx, Outcome::Aborted);
+                return After::Close;
+            }
+        }
+        self.on_ready(cx, false)
     }
 
-    /// Whether a stopping server may close it: nothing of a request has
-    /// arrived, and it is between requests or has been silent since its
-    /// accept for `grace`.
+    /// Whether the sweep must act on it now: idle past its time, slower
+    /// than a minimum rate, or done lingering.
+    pub(crate) fn due(&self, now: Instant, config: &ConnConfig) -> bool {
+        match &self.state {
+            State::Idle => {
+                let wait = if self.fresh {
+                    config.first_request_timeout
+                } else {
+                    config.keepalive
+                };
+                // A request that arrived just as its time ran out is
+                // about to be served.
+                now >= self.idle_since + wait && !self.input_waiting()
+            }
+            State::Head { rate } => {
+                rate.too_slow(now, config.min_request_rate, config.min_rate_grace)
+            }
+            State::Body(receiving) => {
+                receiving
+                    .rate
+                    .too_slow(now, config.min_request_rate, config.min_rate_grace)
+            }
+            State::Writing(responding) => responding.overdue(now),
+            State::Lingering { until } => now >= *until,
+        }
+    }
+
+    /// Whether a stopping server may close it: it is between requests, with
+    /// nothing of a new one arrived, and was served before or has been
+    /// silent since its accept for `grace`; or it is lingering.
     pub(crate) fn idle_while_stopping(&self, grace: Duration) -> bool {
-        let silent = lock(&self.input).buffered().is_empty() && !self.input_waiting();
-        silent
-            && self
-                .head_started
-                .is_none_or(|since| since.elapsed() >= grace)
+        match self.state {
+            State::Lingering { .. } => true,
+            State::Idle => {
+                self.input.is_empty()
+                    && !self.input_waiting()
+                    && (!self.fresh || self.idle_since.elapsed() >= grace)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether it waits for input between requests (not for its first).
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle) && !self.fresh
     }
 
     fn input_waiting(&self) -> bool {
@@ -355,366 +392,532 @@ impl Connection {
         .is_ok_and(|n| n > 0)
     }
 
-    /// How long it may wait for input: until the head timeout once a head
-    /// has started, else for the keep-alive time.
-    pub(crate) fn deadline(&self, config: &ConnConfig) -> Instant {
-        match self.head_started {
-            Some(started) => started + config.head_timeout,
-            None => Instant::now() + config.keepalive,
-        }
-    }
-
-    /// Serves every request whose bytes have arrived, reading the socket
-    /// without waiting, so it never holds the thread for a client that sends
-    /// slowly. Returns [`Next::Read`] once every byte that had arrived is
-    /// read: the poller then wakes it for the next ones. When `closing` is
-    /// set the response in progress says `Connection: close` and the
-    /// connection ends. `peer_closed` says the poller saw the client shut
-    /// its side.
-    pub(crate) fn serve_ready<A: Application + ?Sized>(
-        &mut self,
-        app: &A,
-        config: &ConnConfig,
-        scratch: &mut Scratch,
-        closing: &AtomicBool,
-        peer_closed: bool,
-    ) -> Next {
-        // A read shorter than the space offered emptied the socket; what
+    // ANCHOR: drive
+    fn drive<S: Service>(&mut self, cx: &mut Cx<'_, S>, peer_closed: bool) -> After {
+        let mut quota = JOB_QUOTA;
+        // A read shorter than the room offered emptied the socket: what
         // arrives after it wakes the poller again. Not so for the end of
         // the stream: when the peer has closed, read until it shows.
         let mut drained = false;
         loop {
-            let mut input = lock(&self.input);
-            match parse_head(input.buffered(), &config.limits) {
-                Ok(Parsed::Complete { head, len }) => {
-                    input.consume(len);
-                    drop(input);
-                    self.head_started = None;
-                    let keep_alive = serve_request(
-                        app,
-                        *head,
-                        &self.input,
-                        &self.stream,
-                        &self.environ,
-                        config,
-                        scratch,
-                        closing,
-                    );
-                    if !matches!(keep_alive, Ok(true)) {
-                        return Next::Close;
+            match &self.state {
+                State::Writing(_) => match self.write(cx, &mut quota) {
+                    Wrote::Blocked => return After::Wait,
+                    Wrote::Quota => return After::Again,
+                    Wrote::Failed => {
+                        self.finish(cx, Outcome::Aborted);
+                        return After::Close;
                     }
-                }
-                Ok(Parsed::Partial) => {
-                    if !input.buffered().is_empty() && self.head_started.is_none() {
-                        self.head_started = Some(Instant::now());
+                    Wrote::Done => match self.finish(cx, Outcome::Written) {
+                        Then::KeepAlive => {
+                            self.state = State::Idle;
+                            self.idle_since = Instant::now();
+                        }
+                        Then::Close if self.input.is_empty() && !self.input_waiting() => {
+                            return After::Close;
+                        }
+                        Then::Close | Then::Linger => self.linger(),
+                    },
+                },
+                State::Lingering { .. } => return self.discard(&mut quota),
+                State::Idle | State::Head { .. } | State::Body(_) => {
+                    match self.advance(cx) {
+                        Advance::Respond(incoming) => {
+                            self.respond(cx, incoming);
+                            continue;
+                        }
+                        Advance::Refuse(status, why, then) => {
+                            self.refuse(cx, status, why, then);
+                            continue;
+                        }
+                        Advance::More => {}
                     }
                     if drained {
-                        return Next::Read {
-                            deadline: self.deadline(config),
-                        };
+                        return After::Wait;
                     }
-                    match input.fill_now() {
-                        Ok((0, _)) => return Next::Close,
-                        Ok((_, filled)) => drained = !filled && !peer_closed,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            return Next::Read {
-                                deadline: self.deadline(config),
-                            };
+                    if quota == 0 {
+                        return After::Again;
+                    }
+                    match self.input.fill(&self.stream) {
+                        Fill::Read { n, filled } => {
+                            quota = quota.saturating_sub(n);
+                            if let State::Idle = self.state {
+                                self.state = State::Head {
+                                    rate: Rate::new(Instant::now()),
+                                };
+                            }
+                            if let State::Head { rate } = &mut self.state {
+                                rate.add(n);
+                            }
+                            drained = !filled && !peer_closed;
                         }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Next::Close,
+                        Fill::WouldBlock => return After::Wait,
+                        Fill::Eof => match self.state {
+                            State::Body(_) => {
+                                let why = BodyError::incomplete(
+                                    "the connection closed inside the request body",
+                                );
+                                self.refuse(cx, why.status(), why.to_string(), Then::Close);
+                            }
+                            _ => return After::Close,
+                        },
+                        Fill::Full => self.refuse(
+                            cx,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            FULL.into(),
+                            Then::Linger,
+                        ),
+                        Fill::Failed => return After::Close,
                     }
                 }
-                Err(error) => {
-                    drop(input);
-                    let reason = error.to_string();
-                    let _ = refuse(&self.stream, error.status(), &reason, &mut scratch.dates);
-                    return Next::Close;
+            }
+        }
+    }
+
+    // ANCHOR_END: drive
+
+    /// Uses what has arrived: a head, then its body.
+    fn advance<S: Service>(&mut self, cx: &mut Cx<'_, S>) -> Advance {
+        loop {
+            match &mut self.state {
+                State::Idle | State::Head { .. } => {
+                    if self.input.is_empty() {
+                        return Advance::More;
+                    }
+                    let parsed = match parse_head(self.input.buffered(), &cx.config.limits) {
+                        Ok(parsed) => parsed,
+                        Err(error) => {
+                            return Advance::Refuse(error.status(), error.to_string(), Then::Close);
+                        }
+                    };
+                    let Parsed::Complete { head, len } = parsed else {
+                        if let State::Idle = self.state {
+                            let mut rate = Rate::new(Instant::now());
+                            rate.add(self.input.buffered().len());
+                            self.state = State::Head { rate };
+                        }
+                        return Advance::More;
+                    };
+                    self.input.consume(len);
+                    // The one reading of the clocks every layer measures from.
+                    let received = Received::now();
+                    if head.framing == Framing::Empty {
+                        self.state = State::Idle;
+                        return Advance::Respond(Incoming {
+                            head: *head,
+                            body: RequestBody::empty(),
+                            received,
+                        });
+                    }
+                    let decoder = match BodyDecoder::new(head.framing, cx.config.max_body) {
+                        Ok(decoder) => decoder,
+                        // The client may be sending the body already.
+                        Err(error) => {
+                            return Advance::Refuse(
+                                error.status(),
+                                error.to_string(),
+                                Then::Linger,
+                            );
+                        }
+                    };
+                    let expected = match head.framing {
+                        Framing::Length(len) => Some(len),
+                        Framing::Empty | Framing::Chunked => None,
+                    };
+                    // A client that sent its body without waiting has no
+                    // use for a `100 Continue`.
+                    let interim: &'static [u8] = if head.expect_continue && self.input.is_empty() {
+                        b"HTTP/1.1 100 Continue\r\n\r\n"
+                    } else {
+                        b""
+                    };
+                    self.state = State::Body(Box::new(Receiving {
+                        head: *head,
+                        decoder,
+                        store: BodyStore::new(cx.spool, expected),
+                        received,
+                        rate: Rate::new(received.instant),
+                        interim,
+                    }));
                 }
+                State::Body(receiving) => {
+                    while !receiving.interim.is_empty() {
+                        match (&self.stream).write(receiving.interim) {
+                            Ok(n) => receiving.interim = &receiving.interim[n..],
+                            // Retried the next time the socket is ready.
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => {
+                                let why = "the client went away".to_owned();
+                                return Advance::Refuse(StatusCode::BAD_REQUEST, why, Then::Close);
+                            }
+                        }
+                    }
+                    loop {
+                        let step = receiving
+                            .decoder
+                            .decode(self.input.buffered(), &mut cx.scratch.decoded);
+                        let step = match step {
+                            Ok(step) => step,
+                            Err(error) => {
+                                return Advance::Refuse(
+                                    error.status(),
+                                    error.to_string(),
+                                    Then::Linger,
+                                );
+                            }
+                        };
+                        let (consumed, done) = (step.consumed, step.done);
+                        if let Err(error) = receiving.store.push(cx.spool, step.body) {
+                            return store_refusal(error);
+                        }
+                        receiving.rate.add(consumed);
+                        self.input.consume(consumed);
+                        if done {
+                            break;
+                        }
+                        if self.input.is_empty() {
+                            return Advance::More;
+                        }
+                    }
+                    let State::Body(receiving) = std::mem::replace(&mut self.state, State::Idle)
+                    else {
+                        unreachable!("receiving a body");
+                    };
+                    let Receiving {
+                        head,
+                        mut decoder,
+                        store,
+                        received,
+                        ..
+                    } = *receiving;
+                    return match store.into_body(decoder.take_trailers()) {
+                        Ok(body) => Advance::Respond(Incoming {
+                            head,
+                            body,
+                            received,
+                        }),
+                        Err(error) => store_refusal(StoreError::Io(error)),
+                    };
+                }
+                State::Writing(_) | State::Lingering { .. } => return Advance::More,
+            }
+        }
+    }
+
+    /// Calls the service with a whole request and starts its response.
+    fn respond<S: Service>(&mut self, cx: &mut Cx<'_, S>, incoming: Incoming) {
+        let method = incoming.head.method.clone();
+        let version = incoming.head.version;
+        let wants_keep_alive = incoming.head.keep_alive;
+        self.fresh = false;
+        match cx.service.call(incoming, &self.environ, &cx.scratch.record) {
+            Ok((response, request)) => {
+                let then = if wants_keep_alive {
+                    Then::KeepAlive
+                } else {
+                    Then::Close
+                };
+                self.start(cx, response, &method, version, then, Some(request));
+            }
+            Err(Refusal { status, reason }) => self.refuse(cx, status, reason, Then::Close),
+        }
+    }
+
+    /// Starts writing `response`; `then` is what the request asked to
+    /// follow, or what a refusal must.
+    fn start<S>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        response: Response,
+        method: &Method,
+        version: Version,
+        then: Then,
+        request: Option<InFlight>,
+    ) {
+        let (parts, body) = response.into_parts();
+        let (announced, sent) = body_framing(parts.status, method, version, body.len());
+        let then = keep_alive(cx, then, announced);
+        let (content, hooks) = body.into_parts();
+        let mut front = std::mem::take(&mut cx.scratch.out);
+        front.clear();
+        write_head(
+            &mut front,
+            parts.status,
+            &parts.headers,
+            announced,
+            then == Then::KeepAlive,
+            cx.scratch.dates.now(),
+        );
+        self.state = State::Writing(Box::new(Responding {
+            out: Outgoing::new(front, content, sent),
+            status: parts.status,
+            request: request.map(|request| (request, hooks)),
+            then,
+            deadline: None,
+        }));
+    }
+
+    /// Answers with a short plain-text refusal of the server's own.
+    fn refuse<S: Service>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        status: StatusCode,
+        why: String,
+        then: Then,
+    ) {
+        cx.service.refused(status);
+        let body = format!(
+            "{} {}: {why}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut response = Response::new(body.into());
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        // Whatever it was doing, the connection now only answers.
+        if let State::Writing(_) = self.state {
+            self.finish(cx, Outcome::Aborted);
+        }
+        self.start(cx, response, &Method::GET, Version::HTTP_11, then, None);
+    }
+
+    /// Writes what the socket takes.
+    fn write<S: Service>(&mut self, cx: &mut Cx<'_, S>, quota: &mut usize) -> Wrote {
+        let State::Writing(responding) = &mut self.state else {
+            return Wrote::Done;
+        };
+        loop {
+            let pulled = match responding.out.want() {
+                Want::Write(slices) => match (&self.stream).write_vectored(&slices) {
+                    Ok(0) => return Wrote::Failed,
+                    Ok(n) => {
+                        responding.out.advance(n);
+                        responding.wrote();
+                        *quota = quota.saturating_sub(n);
+                        if *quota == 0 {
+                            return Wrote::Quota;
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        responding.blocked(cx.config, &self.stream);
+                        return Wrote::Blocked;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Wrote::Failed,
+                },
+                Want::SendFile { file, offset, len } => {
+                    let count = usize::try_from(len).unwrap_or(usize::MAX).min(*quota);
+                    let mut at = i64::try_from(offset).unwrap_or(i64::MAX);
+                    match nix::sys::sendfile::sendfile(&self.stream, file, Some(&mut at), count) {
+                        // The file is shorter than the length announced.
+                        Ok(0) => return Wrote::Failed,
+                        Ok(n) => {
+                            responding.out.advance_file(n as u64);
+                            responding.wrote();
+                            *quota = quota.saturating_sub(n);
+                            if *quota == 0 {
+                                return Wrote::Quota;
+                            }
+                            continue;
+                        }
+                        Err(nix::errno::Errno::EAGAIN) => {
+                            responding.blocked(cx.config, &self.stream);
+                            return Wrote::Blocked;
+                        }
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Err(_) => return Wrote::Failed,
+                    }
+                }
+                Want::Pull(stream) => {
+                    let record = &cx.scratch.record;
+                    let pull = AssertUnwindSafe(|| stream.next());
+                    let chunk = match &responding.request {
+                        Some((request, _)) => cx
+                            .service
+                            .run(request, record, || panic::catch_unwind(pull)),
+                        None => panic::catch_unwind(pull),
+                    };
+                    // A panicking stream ends its response unfinished.
+                    chunk.unwrap_or_else(|_| Some(Err(io::Error::other("the stream panicked"))))
+                }
+                Want::Done => return Wrote::Done,
+            };
+            if responding.out.pulled(pulled).is_err() {
+                return Wrote::Failed;
+            }
+        }
+    }
+
+    /// Ends the response being written: completes its hooks and its
+    /// record, and says what follows.
+    fn finish<S: Service>(&mut self, cx: &mut Cx<'_, S>, outcome: Outcome) -> Then {
+        let State::Writing(responding) = std::mem::replace(&mut self.state, State::Idle) else {
+            return Then::Close;
+        };
+        let Responding {
+            out,
+            status,
+            request,
+            then,
+            ..
+        } = *responding;
+        let completion = Completion {
+            status,
+            body_bytes: out.body_bytes(),
+            outcome,
+            finished: Instant::now(),
+        };
+        if cx.scratch.out.capacity() == 0 && outcome == Outcome::Written {
+            cx.scratch.out = out.into_buffer();
+        }
+        if let Some((request, hooks)) = request {
+            let record = &cx.scratch.record;
+            if !hooks.is_empty() {
+                let complete = AssertUnwindSafe(|| hooks.complete(&completion));
+                let _ = cx
+                    .service
+                    .run(&request, record, || panic::catch_unwind(complete));
+            }
+            cx.service.finished(record);
+        }
+        if outcome == Outcome::Written {
+            then
+        } else {
+            Then::Close
+        }
+    }
+
+    /// Shuts the connection for writing and reads until the client closes.
+    fn linger(&mut self) {
+        let _ = self.stream.shutdown_write();
+        self.input.clear();
+        self.state = State::Lingering {
+            until: Instant::now() + LINGER,
+        };
+    }
+
+    /// Reads and drops what a lingering client sends.
+    fn discard(&mut self, quota: &mut usize) -> After {
+        loop {
+            self.input.clear();
+            match self.input.fill(&self.stream) {
+                Fill::Read { n, .. } => {
+                    *quota = quota.saturating_sub(n);
+                    if *quota == 0 {
+                        self.input.clear();
+                        return After::Again;
+                    }
+                }
+                Fill::WouldBlock => {
+                    self.input.clear();
+                    return After::Wait;
+                }
+                Fill::Eof | Fill::Full | Fill::Failed => return After::Close,
             }
         }
     }
 }
 
-/// Writes a short plain-text refusal and marks the connection for closing.
-fn refuse(
-    mut stream: &Stream,
-    status: StatusCode,
-    reason: &str,
-    dates: &mut DateCache,
-) -> io::Result<()> {
-    crate::metrics::refused(status);
-    let body = format!(
-        "{} {}: {reason}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    let mut out = Vec::with_capacity(256);
-    write_head(
-        &mut out,
-        status,
-        &headers,
-        BodyFraming::Length(body.len() as u64),
-        false,
-        dates.now(),
-    );
-    out.extend_from_slice(body.as_bytes());
-    stream.write_all(&out)
-}
-
-/// Serves one request whose head has been read. Returns whether the
-/// connection can carry another.
-#[allow(clippy::too_many_arguments)]
-fn serve_request<A: Application + ?Sized>(
-    app: &A,
-    head: RequestHead,
-    input: &Arc<Mutex<Input>>,
-    stream: &Stream,
-    environ: &Environ,
-    config: &ConnConfig,
-    scratch: &mut Scratch,
-    closing: &AtomicBool,
-) -> io::Result<bool> {
-    let Scratch { dates, out, record } = scratch;
-    if let (Framing::Length(len), Some(max)) = (head.framing, config.max_body)
-        && len > max
-    {
-        let reason = "request body larger than the limit";
-        refuse(stream, StatusCode::PAYLOAD_TOO_LARGE, reason, dates)?;
-        return Ok(false);
+// ANCHOR: keep_alive
+/// The connection's one keep-alive decision, as a response starts: kept
+/// when the request asked for it, the server keeps connections, it is not
+/// stopping, and the body's end does not depend on closing.
+fn keep_alive<S>(cx: &Cx<'_, S>, asked: Then, announced: BodyFraming) -> Then {
+    let keeps = !cx.config.keepalive.is_zero()
+        && !cx.stopping.load(Ordering::Acquire)
+        && announced != BodyFraming::UntilClose;
+    match asked {
+        Then::KeepAlive if !keeps => Then::Close,
+        asked => asked,
     }
-    let RequestHead {
-        raw,
-        method,
-        target,
-        uri,
-        version,
-        headers,
-        framing,
-        keep_alive,
-        expect_continue,
-    } = head;
-    // ANCHOR: build_request
-    let body = {
-        let mut state = lock(input);
-        state.body_read = 0;
-        state.broken = false;
-        state.continue_pending = expect_continue && framing != Framing::Empty;
-        state.body = match framing {
-            Framing::Empty => BodyState::Done,
-            Framing::Length(len) => BodyState::Length(len),
-            Framing::Chunked => BodyState::Chunked(Box::default()),
-        };
-        match framing {
-            Framing::Empty => RequestBody::empty(),
-            _ => RequestBody::new(BodyReader {
-                input: Arc::clone(input),
-                trailers: None,
-            }),
+}
+// ANCHOR_END: keep_alive
+
+const FULL: &str = "the server holds too much for its clients; try again";
+
+fn store_refusal(error: StoreError) -> Advance {
+    let why = match error {
+        StoreError::Full => FULL.to_owned(),
+        StoreError::Io(error) => {
+            crate::log::warning(format_args!("cannot spool a request body: {error}"));
+            "the request body cannot be kept".to_owned()
         }
     };
-    let mut environ = environ.clone();
-    let request_id = crate::ids::next_request_id();
-    environ.request_id = request_id.into();
-    // The one reading of the clocks every layer measures from.
-    let received = Received::now();
-    environ.received = Some(received);
-    // Finished when dropped, even by a panic in a streamed body.
-    let _serving = record.start(InFlight {
-        method: method.clone(),
-        target: target.clone(),
-        host: headers.get(http::header::HOST).cloned(),
-        request_id,
-        started: received.instant,
-    });
-    environ.raw_target = target;
-    environ.raw_head = raw;
-    if let Err(error) = config.trusted_proxies.apply(&headers, &mut environ) {
-        refuse(stream, StatusCode::BAD_REQUEST, &error.to_string(), dates)?;
-        return Ok(false);
-    }
-    let mut request = Request::new(body);
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = headers;
-    request.extensions_mut().insert(environ);
-    // ANCHOR_END: build_request
-
-    // ANCHOR: call_and_write
-    let response = call_catching_panics(app, request).unwrap_or_else(|error| {
-        // The last resort when no error layer is present; the layer logs
-        // and reports with the request's context.
-        crate::log::warning(format_args!("the application failed: {error}"));
-        internal_server_error()
-    });
-
-    let (parts, body) = response.into_parts();
-    let (announced, sent) = body_framing(parts.status, &method, version, body.len());
-    let (content, hooks) = body.into_parts();
-    let mut keep_alive = keep_alive
-        && !config.keepalive.is_zero()
-        && !closing.load(Ordering::Acquire)
-        && announced != BodyFraming::UntilClose
-        && reusable(&lock(input), config.drain_limit);
-    out.clear();
-    write_head(
-        out,
-        parts.status,
-        &parts.headers,
-        announced,
-        keep_alive,
-        dates.now(),
-    );
-    let (body_bytes, written) = write_body(stream, out, content, sent);
-    hooks.complete(&Completion {
-        status: parts.status,
-        body_bytes,
-        outcome: if written.is_ok() {
-            Outcome::Written
-        } else {
-            Outcome::Aborted
-        },
-        finished: Instant::now(),
-    });
-    if written.is_err() {
-        return Ok(false);
-    }
-    if keep_alive {
-        keep_alive = lock(input).drain(config.drain_limit);
-    }
-    Ok(keep_alive)
-    // ANCHOR_END: call_and_write
+    Advance::Refuse(StatusCode::SERVICE_UNAVAILABLE, why, Then::Linger)
 }
 
-/// Whether the connection can be reused once the response is sent: the body
-/// was not broken, no `100 Continue` is still owed (the client may be
-/// holding its body back), and what is left of it is small enough to drain.
-fn reusable(input: &Input, drain_limit: u64) -> bool {
-    let continue_owed = input.continue_pending && !matches!(input.body, BodyState::Done);
-    let too_much_left = matches!(input.body, BodyState::Length(left) if left > drain_limit);
-    !input.broken && !continue_owed && !too_much_left
+enum Wrote {
+    Done,
+    Blocked,
+    Quota,
+    Failed,
 }
 
-impl Input {
-    /// Reads and discards the rest of the request body, up to `limit`
-    /// bytes. Returns whether the next request can be read.
-    fn drain(&mut self, limit: u64) -> bool {
-        let mut scratch = [0u8; 8192];
-        let mut drained = 0u64;
-        while !matches!(self.body, BodyState::Done) {
-            if drained > limit {
-                return false;
-            }
-            match self.read_body_inner(&mut scratch) {
-                Ok(n) => drained += n as u64,
-                Err(_) => return false,
-            }
-            if let BodyState::Chunked(decoder) = &self.body
-                && decoder.is_done()
-            {
-                self.body = BodyState::Done;
-            }
+impl Responding {
+    /// The socket took no more. Kestrel's rule: what is in hand (one chunk,
+    /// a body, the rest of a file) must be written within the time the
+    /// minimum rate allows for it, the grace period at least, however the
+    /// client reads it in between: partial progress does not renew the
+    /// allowance. What the kernel still holds is counted in, since the
+    /// client must read that first; so a client reading at the rate always
+    /// makes its deadline, however large its socket's buffers have grown.
+    fn blocked(&mut self, config: &ConnConfig, stream: &Stream) {
+        if config.min_response_rate == 0 || self.deadline.is_some() {
+            return;
         }
-        !self.broken
+        let ahead = self.out.left() + stream.unsent();
+        let at_rate = Duration::from_secs_f64(ahead as f64 / config.min_response_rate as f64);
+        self.deadline = Some(Instant::now() + at_rate.max(config.min_rate_grace));
+    }
+
+    /// Bytes went: once all that was in hand is written, the next piece
+    /// gets an allowance of its own when it blocks.
+    fn wrote(&mut self) {
+        if !self.out.has_in_hand() {
+            self.deadline = None;
+        }
+    }
+
+    fn overdue(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|at| now >= at)
     }
 }
 
-/// Bodies up to this size are copied behind the head so the response goes
-/// out in one write.
-const COALESCE: usize = 16 * 1024;
-
-/// Writes the head in `out` and the body as `framing` says. Returns the body
-/// bytes written and whether the whole response went out.
-fn write_body(
-    mut stream: &Stream,
-    out: &mut Vec<u8>,
-    content: Content,
-    framing: BodyFraming,
-) -> (u64, io::Result<()>) {
-    if !framing.sends_body() {
-        return (0, stream.write_all(out));
-    }
-    match content {
-        Content::Empty => (0, stream.write_all(out)),
-        Content::Bytes(bytes) if bytes.len() <= COALESCE => {
-            out.extend_from_slice(&bytes);
-            (bytes.len() as u64, stream.write_all(out))
-        }
-        Content::Bytes(bytes) => {
-            let result = write_all_vectored(stream, &mut [IoSlice::new(out), IoSlice::new(&bytes)]);
-            (bytes.len() as u64, result)
-        }
-        Content::File { file, len } => {
-            if let Err(e) = stream.write_all(out) {
-                return (0, Err(e));
-            }
-            match stream.copy_from(&mut file.take(len)) {
-                Ok(n) if n == len => (n, Ok(())),
-                Ok(n) => (
-                    n,
-                    Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shorter than its length",
-                    )),
-                ),
-                Err(e) => (0, Err(e)),
-            }
-        }
-        Content::Stream(chunks) => {
-            let chunked = framing == BodyFraming::Chunked;
-            let mut sent = 0u64;
-            for chunk in chunks {
-                let chunk = match chunk {
-                    Ok(chunk) if chunk.is_empty() => continue,
-                    Ok(chunk) => chunk,
-                    // Close without the last chunk: the client sees the
-                    // body is incomplete.
-                    Err(e) => return (sent, Err(e)),
-                };
-                if chunked {
-                    chunk_start(out, chunk.len());
-                }
-                let result = if chunked {
-                    write_all_vectored(
-                        stream,
-                        &mut [
-                            IoSlice::new(out),
-                            IoSlice::new(&chunk),
-                            IoSlice::new(CHUNK_END),
-                        ],
-                    )
-                } else {
-                    write_all_vectored(stream, &mut [IoSlice::new(out), IoSlice::new(&chunk)])
-                };
-                out.clear();
-                if let Err(e) = result {
-                    return (sent, Err(e));
-                }
-                sent += chunk.len() as u64;
-            }
-            if chunked {
-                out.extend_from_slice(LAST_CHUNK);
-            }
-            (sent, stream.write_all(out))
-        }
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Idle => "idle",
+            State::Head { .. } => "head",
+            State::Body(_) => "body",
+            State::Writing(_) => "writing",
+            State::Lingering { .. } => "lingering",
+        };
+        f.debug_struct("Connection")
+            .field("state", &state)
+            .finish_non_exhaustive()
     }
 }
 
-fn write_all_vectored(mut stream: &Stream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        match stream.write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_is_judged_on_its_average_after_the_grace_period() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(5);
+        let mut rate = Rate::new(start);
+        let at = |secs| start + Duration::from_secs(secs);
+        assert!(!rate.too_slow(at(4), 240, grace), "within the grace period");
+        assert!(rate.too_slow(at(6), 240, grace), "nothing after it");
+        rate.add(6 * 240);
+        assert!(!rate.too_slow(at(6), 240, grace), "just at the rate");
+        assert!(rate.too_slow(at(7), 240, grace), "falling behind");
+        assert!(!rate.too_slow(at(100), 0, grace), "zero turns it off");
     }
-    Ok(())
 }

@@ -334,7 +334,18 @@ fn request_line(head: &[u8]) -> &[u8] {
 fn later_minor_version(head: &[u8]) -> Option<usize> {
     let line = request_line(head);
     match line {
-        [.., b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] => Some(line.len() - 1),
+        [
+            ..,
+            b' ',
+            b'H',
+            b'T',
+            b'T',
+            b'P',
+            b'/',
+            b'1',
+            b'.',
+            b'2'..=b'9',
+        ] => Some(line.len() - 1),
         _ => None,
     }
 }

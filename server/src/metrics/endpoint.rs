@@ -17,7 +17,7 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 use nix::poll::{PollFd, PollFlags};
 
-use crate::http1::write::{BodyFraming, DateCache, write_head};
+use crate::http1::encode::{BodyFraming, DateCache, write_head};
 use crate::http1::{Limits, Parsed, parse_head};
 use crate::metrics::exposition::Exposition;
 
