@@ -9,6 +9,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -56,6 +57,10 @@ impl<R: Read + Send> BodyRead for PlainReader<R> {}
 /// ```
 pub struct RequestBody {
     source: Source,
+    /// Where a reader's client fault is kept, for the boundary that called
+    /// the application to find even when the application turned the read
+    /// error into an error of its own. Only readers can fail.
+    fault: Option<Arc<OnceLock<BodyError>>>,
 }
 
 enum Source {
@@ -69,6 +74,7 @@ impl RequestBody {
     pub fn empty() -> Self {
         Self {
             source: Source::Empty,
+            fault: None,
         }
     }
 
@@ -76,6 +82,7 @@ impl RequestBody {
     pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
         Self {
             source: Source::Bytes(io::Cursor::new(bytes.into())),
+            fault: None,
         }
     }
 
@@ -88,7 +95,13 @@ impl RequestBody {
     pub fn new(reader: impl BodyRead + 'static) -> Self {
         Self {
             source: Source::Reader(Box::new(reader)),
+            fault: Some(Arc::default()),
         }
+    }
+
+    /// Where the client fault a read of this body fails with will be kept.
+    pub(crate) fn fault_watch(&self) -> Option<Arc<OnceLock<BodyError>>> {
+        self.fault.clone()
     }
 
     /// Trailer fields of a chunked body, once it has been read to its end.
@@ -105,7 +118,15 @@ impl Read for RequestBody {
         match &mut self.source {
             Source::Empty => Ok(0),
             Source::Bytes(cursor) => cursor.read(buf),
-            Source::Reader(reader) => reader.read(buf),
+            Source::Reader(reader) => {
+                let read = reader.read(buf);
+                if let (Err(error), Some(fault)) = (&read, &self.fault)
+                    && let Some(cause) = BodyError::of(error)
+                {
+                    let _ = fault.set(cause.clone());
+                }
+                read
+            }
         }
     }
 }
@@ -361,6 +382,24 @@ impl ResponseBody {
     /// layers asked to be told.
     pub fn replace_content(&mut self, content: Content) -> Content {
         std::mem::replace(&mut self.content, content)
+    }
+
+    /// Wraps a streamed body's chunks, for a layer that must run code
+    /// around each pull (binding its context again, say); any other body
+    /// is left as it is.
+    ///
+    /// ```
+    /// use turnstile_core::ResponseBody;
+    ///
+    /// let mut body = ResponseBody::stream(["a", "b"].into_iter().map(|s| Ok(s.into())));
+    /// body.map_stream(|chunks| Box::new(chunks.map(|chunk| chunk.map(|c| c.to_ascii_uppercase().into()))));
+    /// ```
+    pub fn map_stream(&mut self, wrap: impl FnOnce(ChunkStream) -> ChunkStream) {
+        if let Content::Stream(_) = self.content
+            && let Content::Stream(chunks) = std::mem::replace(&mut self.content, Content::Empty)
+        {
+            self.content = Content::Stream(wrap(chunks));
+        }
     }
 
     pub(crate) fn hooks_mut(&mut self) -> &mut CompletionHooks {

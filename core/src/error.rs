@@ -7,15 +7,21 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 
 use http::{HeaderValue, StatusCode, header};
 
 use crate::{AppResult, Application, Request, Response};
 
-/// A panic caught while calling an application, turned into an error.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A panic caught while calling an application, turned into an error:
+/// its message and, when the boundary that caught it saw it happen
+/// ([`respond`](crate::respond)), the place and the stack where it
+/// panicked.
+#[derive(Clone, Debug)]
 pub struct Panicked {
     message: String,
+    location: Option<String>,
+    stack: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Panicked {
@@ -28,12 +34,39 @@ impl Panicked {
         } else {
             String::from("Box<dyn Any>")
         };
-        Self { message }
+        Self {
+            message,
+            location: None,
+            stack: None,
+        }
+    }
+
+    /// With where it panicked (`file:line:column`) and, if it was taken,
+    /// the stack there.
+    pub(crate) fn at(
+        mut self,
+        location: String,
+        stack: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
+        self.location = Some(location);
+        self.stack = stack.map(Arc::from);
+        self
     }
 
     /// The panic's message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Where it panicked, `file:line:column`, when the boundary saw it.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+
+    /// The stack where it panicked, as the capture asked for by
+    /// [`capturing_stacks`](crate::capturing_stacks) took it.
+    pub fn stack(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.stack.as_deref()
     }
 }
 

@@ -38,6 +38,7 @@ mod body;
 pub mod completion;
 mod environ;
 mod error;
+pub mod failure;
 mod ids;
 mod layer;
 pub mod per_process;
@@ -56,6 +57,9 @@ pub use body::{BodyError, BodyRead, ChunkStream, Content, RequestBody, ResponseB
 pub use completion::{Completion, CompletionHooks, Outcome, on_complete};
 pub use environ::{Environ, Received, Worker};
 pub use error::{Panicked, call_catching_panics, internal_server_error};
+pub use failure::{
+    Boundary, ClientFault, Failure, TakeStack, capturing_stacks, client_fault_response, respond,
+};
 pub use ids::{RequestId, TraceId};
 pub use layer::{Identity, Layer, LayerFn, Stack, Stacked, layer_fn};
 pub use per_process::PerProcess;

@@ -30,7 +30,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header, request};
 
 use crate::completion::{Completion, Outcome};
-use crate::error::{call_catching_panics, internal_server_error};
 use crate::{AppResult, Application, Content, Environ, Request, RequestBody, Response, Worker};
 
 /// Builds a [`Request`] with its [`Environ`], for tests.
@@ -281,11 +280,12 @@ impl TestResponse {
 
 /// Calls `app` with `request` the way a server does, without a socket.
 ///
-/// A panic or an error becomes the generic 500, the body is read out (a
+/// A panic or an error becomes the generic 500 ([`respond`](crate::respond)),
+/// a client's body fault its 4xx, the body is read out (a
 /// stream chunk by chunk, a file up to its length), and completion hooks run
 /// with what was "written".
 pub fn serve<A: Application + ?Sized>(app: &A, request: Request) -> TestResponse {
-    let response = call_catching_panics(app, request).unwrap_or_else(|_| internal_server_error());
+    let response = crate::respond(app, request);
     let (parts, body) = response.into_parts();
     let (content, hooks) = body.into_parts();
     let (body, outcome) = collect(content);

@@ -2,7 +2,9 @@
 //! Error capture: an application's errors and panics become a short 500,
 //! and each is reported to Sentry with its request, scrubbed of secrets.
 //!
-//! [`ErrorCapture`] calls the application, catching panics. When the
+//! [`ErrorCapture`] calls the application through the failure boundary
+//! ([`respond`]): whatever the application does, it gets a response, and
+//! a failure is the generic 500 carrying a [`Failure`]. When the
 //! application fails, by returning an error or by panicking, the layer:
 //!
 //! - answers `500 Internal Server Error` with a generic body, the same for
@@ -32,6 +34,13 @@
 //! way out for that. It is also bound to the process's main hub, so code
 //! outside requests can report, and [`report_stuck_request`] can name the
 //! request a worker was stuck on when the arbiter aborts it.
+//!
+//! A request body the client broke (too large, cut short, malformed, too
+//! slow) is its fault, not the application's: it is answered with its 4xx
+//! and reported nowhere, even when the application turned the read error
+//! into an error of its own. A streamed body is pulled, chunk by chunk,
+//! with the request's hub bound again, so what it reports carries the
+//! request too.
 //!
 //! Not reported: a panic in a streamed body (after the layer returned; the
 //! connection is cut), and anything under `panic = "abort"`, where no
@@ -80,8 +89,8 @@ use sentry::protocol::{Event, Exception, Level, Mechanism};
 use sentry::{Client, ClientOptions, Hub};
 use turnstile_core::http::{HeaderValue, StatusCode, header};
 use turnstile_core::{
-    AppResult, Application, BoxError, Layer, Panicked, PerProcess, Request, Response, Route,
-    call_catching_panics, internal_server_error,
+    AppResult, Application, ChunkStream, ClientFault, Failure, Layer, PerProcess, Request,
+    Response, Route, capturing_stacks, respond,
 };
 
 use crate::request_log::Redactor;
@@ -94,7 +103,6 @@ pub use report::{StuckRequest, report_stuck_request};
 /// The `sentry` crate the layer reports with, for its `ClientOptions`.
 pub use sentry;
 
-use panics::PanicSite;
 use report::{Facts, Reporter};
 
 /// The `tracing` target of the layer's log events.
@@ -227,7 +235,6 @@ impl<A: Application> Layer<A> for ErrorCapture {
     type Application = Captured<A>;
 
     fn layer(&self, inner: A) -> Captured<A> {
-        panics::install_hook();
         Captured {
             inner,
             capture: self.clone(),
@@ -249,41 +256,59 @@ impl<A: Application> Application for Captured<A> {
         let client = self.capture.client();
         let facts = Arc::new(Facts::of(&request, settings, client.is_some()));
         let hub = client.map(|client| facts.hub(client));
-        let wants_stack = hub.is_some();
-        let result = match &hub {
+        let mut response = match &hub {
             // Bound for the call: what the application reports itself goes
-            // through this request's hub.
+            // through this request's hub. A panic's stack is taken only
+            // when it will be sent.
             Some(hub) => Hub::run(hub.clone(), || {
-                panics::catching(wants_stack, || call_catching_panics(&self.inner, request))
+                capturing_stacks(panics::take, || respond(&self.inner, request))
             }),
-            None => panics::catching(false, || call_catching_panics(&self.inner, request)),
+            None => respond(&self.inner, request),
         };
-        match result {
-            Ok(response) => {
-                // The access log already has the status: only Sentry hears.
-                if let Some(hub) = hub
-                    && settings.captures(response.status())
-                {
-                    hub.capture_event(status_event(&facts, &response));
-                }
-                Ok(response)
+        if let Some(failure) = Failure::of(&response).cloned() {
+            // Once, however many of these layers are stacked: the first
+            // with a client sends it, the first at all logs it.
+            let event_id = hub
+                .as_ref()
+                .filter(|_| failure.report_once())
+                .map(|hub| hub.capture_event(failure_event(&failure)))
+                .filter(|id| !id.is_nil());
+            if failure.log_once() {
+                facts.log_failure(&failure, event_id);
             }
-            Err(error) => {
-                // A site left by a panic the application caught itself is
-                // not this error's.
-                let site = panics::take_site().filter(|_| error.is::<Panicked>());
-                let event = failure_event(&error, site.as_ref());
-                // Nil when the client dropped it (sampled out, filtered).
-                let event_id = hub
-                    .map(|hub| hub.capture_event(event))
-                    .filter(|id| !id.is_nil());
-                facts.log_failure(&error, site.as_ref(), event_id);
-                Ok(settings.failure_response(&error, site.as_ref()))
+            if settings.debug {
+                response = debug_response(&failure, response);
             }
+        } else if let Some(hub) = &hub {
+            // The access log already has the status: only Sentry hears.
+            // A client's broken body is never the application's failure.
+            if settings.captures(response.status()) && ClientFault::of(&response).is_none() {
+                hub.capture_event(status_event(&facts, &response));
+            }
+            let hub = hub.clone();
+            response
+                .body_mut()
+                .map_stream(|chunks| Box::new(InHub { chunks, hub }));
         }
+        Ok(response)
     }
 }
 // ANCHOR_END: handle
+
+/// A streamed body pulled with its request's hub bound, as the application
+/// ran.
+struct InHub {
+    chunks: ChunkStream,
+    hub: Arc<Hub>,
+}
+
+impl Iterator for InHub {
+    type Item = std::io::Result<turnstile_core::Bytes>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Hub::run(self.hub.clone(), || self.chunks.next())
+    }
+}
 
 impl Settings {
     fn captures(&self, status: StatusCode) -> bool {
@@ -292,50 +317,45 @@ impl Settings {
             .iter()
             .any(|range| range.contains(&code))
     }
+}
 
-    /// The 500: generic, or in debug mode with what failed.
-    fn failure_response(&self, error: &BoxError, site: Option<&PanicSite>) -> Response {
-        if !self.debug {
-            return internal_server_error();
+/// The 500 in debug mode: what failed, for the developer; the failure
+/// still travels with it, for the layers outside.
+fn debug_response(failure: &Failure, generic: Response) -> Response {
+    let mut text = String::from("Internal Server Error\n\n");
+    match failure.panicked() {
+        Some(panicked) => {
+            let place = panicked.location().unwrap_or("an unknown place");
+            let _ = writeln!(text, "panicked at {place}: {}", panicked.message());
         }
-        let mut text = String::from("Internal Server Error\n\n");
-        match (error.downcast_ref::<Panicked>(), site) {
-            (Some(panicked), Some(site)) => {
-                let _ = writeln!(
-                    text,
-                    "panicked at {}: {}",
-                    site.location,
-                    panicked.message()
-                );
-            }
-            _ => {
-                let _ = writeln!(text, "{error}");
-                let mut source = error.source();
-                while let Some(cause) = source {
-                    let _ = writeln!(text, "caused by: {cause}");
-                    source = cause.source();
-                }
+        None => {
+            let error = failure.error();
+            let _ = writeln!(text, "{error}");
+            let mut source = error.source();
+            while let Some(cause) = source {
+                let _ = writeln!(text, "caused by: {cause}");
+                source = cause.source();
             }
         }
-        let mut response = internal_server_error();
-        *response.body_mut() = text.into();
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
     }
+    let (parts, _) = generic.into_parts();
+    let mut response = Response::from_parts(parts, text.into());
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 // ANCHOR: failure_event
 /// The event for an error or a panic: the exception, marked unhandled.
-fn failure_event(error: &BoxError, site: Option<&PanicSite>) -> Event<'static> {
-    let panicked = error.downcast_ref::<Panicked>();
+fn failure_event(failure: &Failure) -> Event<'static> {
+    let panicked = failure.panicked();
     let mut event = match panicked {
         Some(panicked) => Event {
             exception: vec![Exception {
                 ty: "panic".into(),
                 value: Some(panicked.message().to_owned()),
-                stacktrace: site.and_then(PanicSite::stacktrace),
+                stacktrace: panicked.stack().and_then(panics::stacktrace),
                 ..Default::default()
             }]
             .into(),
@@ -343,7 +363,7 @@ fn failure_event(error: &BoxError, site: Option<&PanicSite>) -> Event<'static> {
         },
         // Rust errors carry no stack: the chain of causes is what there is.
         None => {
-            let mut event = sentry::event_from_error(error.as_ref());
+            let mut event = sentry::event_from_error(failure.error());
             for exception in event.exception.iter_mut() {
                 // A string made into an error (`Err("…".into())`) has no
                 // type of its own: sentry reads a quote as its name.

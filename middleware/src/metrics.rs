@@ -62,6 +62,7 @@ use metrics::{Gauge, SharedString, Unit};
 use turnstile_core::http::{HeaderValue, Method, StatusCode, header, uri::Scheme};
 use turnstile_core::{
     AppResult, Application, Environ, Layer, Request, Response, Route, on_complete, per_process,
+    respond,
 };
 
 /// Request durations, in seconds, to the last byte of the response.
@@ -131,11 +132,9 @@ pub struct Measured<A> {
 impl<A: Application> Application for Measured<A> {
     fn handle(&self, request: Request) -> AppResult {
         describe_in_this_process();
-        // Dropped unfinished, by the `?` below or by a panic, it records
-        // the 500 the client is answered.
-        let mut pending = Pending(Some(Measurement::start(&request)));
-        let mut response = self.inner.handle(request)?;
-        let mut measurement = pending.0.take().expect("taken once");
+        let mut measurement = Measurement::start(&request);
+        // A failure is a response too: the generic 500 the boundary made.
+        let mut response = respond(&self.inner, request);
         if let Some(route) = Route::of_response(&response) {
             measurement.route = Some(route.clone());
         }
@@ -386,17 +385,6 @@ mod keys {
         })
     }
     // ANCHOR_END: key_cache
-}
-
-/// A request the application has not answered yet.
-struct Pending(Option<Measurement>);
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if let Some(measurement) = self.0.take() {
-            measurement.finish(StatusCode::INTERNAL_SERVER_ERROR, 0, Instant::now());
-        }
-    }
 }
 
 /// OpenTelemetry's `http.request.method`: the methods of HTTP's registry,

@@ -65,7 +65,7 @@ use turnstile_core::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use turnstile_core::http::{Method, StatusCode, Version};
 use turnstile_core::{
     AppResult, Application, Completion, Environ, Layer, Outcome, Request, RequestId, TraceId,
-    on_complete,
+    on_complete, respond,
 };
 
 pub use format::{AccessFormat, COMBINED, InvalidFormat};
@@ -225,13 +225,11 @@ pub struct Logged<A> {
 impl<A: Application> Application for Logged<A> {
     fn handle(&self, request: Request) -> AppResult {
         if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
-            return self.inner.handle(request);
+            return Ok(respond(&self.inner, request));
         }
-        // Dropped unfinished, by the `?` below or by a panic, it logs the
-        // 500 the server (or an error layer further out) answers.
-        let mut pending = Pending::start(&self.config, &request);
-        let mut response = self.inner.handle(request)?;
-        let (mut record, clock) = pending.take();
+        let (mut record, clock) = start(&self.config, &request);
+        // A failure is a response too: the generic 500 the boundary made.
+        let mut response = respond(&self.inner, request);
         for name in &self.config.response_headers {
             if let Some(value) = response.headers().get(name) {
                 record.response_headers.insert(name, value.clone());
@@ -248,79 +246,46 @@ impl<A: Application> Application for Logged<A> {
 }
 // ANCHOR_END: handle
 
-/// A request on its way through, with what was known when it arrived.
-struct Pending {
-    // Boxed: the record moves through the completion hook to the event,
-    // and a pointer moves cheaper than the record.
-    record: Option<Box<AccessRecord>>,
-    clock: Instant,
-    config: Arc<RequestLog>,
-}
-
-impl Pending {
-    fn start(config: &Arc<RequestLog>, request: &Request) -> Self {
-        let environ = Environ::of(request);
-        let headers = request.headers();
-        let mut request_headers = HeaderMap::new();
-        for name in &config.request_headers {
-            if let Some(value) = headers.get(name) {
-                request_headers.insert(name, value.clone());
-            }
-        }
-        let text = |name: HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
-        let received = environ.received_or_now();
-        let record = Box::new(AccessRecord {
-            started: received.wall,
-            method: request.method().clone(),
-            path: request.uri().path().to_owned(),
-            query: request
-                .uri()
-                .query()
-                .map(|query| config.redactor.query(query).into_owned()),
-            version: request.version(),
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            bytes: 0,
-            duration: Duration::ZERO,
-            outcome: Outcome::NotSent,
-            request_id: environ.request_id.clone(),
-            trace_id: request.extensions().get::<TraceId>().copied(),
-            client: environ.client_addr.map(|addr| addr.ip()),
-            user_agent: headers.get(header::USER_AGENT).cloned(),
-            referer: text(header::REFERER).map(|url| config.redactor.url(url).into_owned()),
-            pid: match environ.worker.pid {
-                0 => std::process::id(),
-                pid => pid,
-            },
-            request_headers,
-            response_headers: HeaderMap::new(),
-        });
-        Self {
-            record: Some(record),
-            clock: received.instant,
-            config: config.clone(),
+/// What is known of a request when it arrives (boxed: the record moves
+/// through the completion hook to the event, and a pointer moves cheaper
+/// than the record), and the clock reading it is timed from.
+fn start(config: &RequestLog, request: &Request) -> (Box<AccessRecord>, Instant) {
+    let environ = Environ::of(request);
+    let headers = request.headers();
+    let mut request_headers = HeaderMap::new();
+    for name in &config.request_headers {
+        if let Some(value) = headers.get(name) {
+            request_headers.insert(name, value.clone());
         }
     }
-
-    fn take(&mut self) -> (Box<AccessRecord>, Instant) {
-        let record = self.record.take().expect("a request is finished once");
-        (record, self.clock)
-    }
-}
-
-impl Drop for Pending {
-    /// Only reached with a record left when the application returned an
-    /// error or panicked: the server answers 500.
-    fn drop(&mut self) {
-        if let Some(record) = self.record.take() {
-            let failed = Completion {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                body_bytes: 0,
-                outcome: Outcome::NotSent,
-                finished: Instant::now(),
-            };
-            finish(&self.config, record, self.clock, &failed);
-        }
-    }
+    let text = |name: HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    let received = environ.received_or_now();
+    let record = Box::new(AccessRecord {
+        started: received.wall,
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        query: request
+            .uri()
+            .query()
+            .map(|query| config.redactor.query(query).into_owned()),
+        version: request.version(),
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        bytes: 0,
+        duration: Duration::ZERO,
+        outcome: Outcome::NotSent,
+        request_id: environ.request_id.clone(),
+        trace_id: request.extensions().get::<TraceId>().copied(),
+        client: environ.client_addr.map(|addr| addr.ip()),
+        user_agent: headers.get(header::USER_AGENT).cloned(),
+        referer: text(header::REFERER).map(|url| config.redactor.url(url).into_owned()),
+        pid: match environ.worker.pid {
+            0 => std::process::id(),
+            pid => pid,
+        },
+        request_headers,
+        response_headers: HeaderMap::new(),
+    });
+    (record, received.instant)
 }
 
 // ANCHOR: finish

@@ -73,8 +73,8 @@ use turnstile_core::http::{
     HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header,
 };
 use turnstile_core::{
-    AppResult, Application, Environ, Layer, Outcome, PerProcess, Request, Route, TraceId,
-    on_complete,
+    AppResult, Application, ChunkStream, Environ, Layer, Outcome, PerProcess, Request, Route,
+    TraceId, on_complete, respond,
 };
 
 use crate::metrics::{method_label, scheme_label};
@@ -278,26 +278,13 @@ impl<A: Application> Application for Traced<A> {
                 .extensions_mut()
                 .insert(TraceId(ids.trace_id().to_bytes()));
         }
-        let mut open = OpenSpan(Some(cx.clone()));
-        // Current while the application runs: its spans are children.
-        let result = {
-            let _current = cx.attach();
-            self.inner.handle(request)
+        // Current while the application runs: its spans are children. A
+        // failure is a response too: the generic 500 the boundary made.
+        let mut response = {
+            let _current = cx.clone().attach();
+            respond(&self.inner, request)
         };
-        let cx = open.0.take().expect("taken once");
-        let mut response = match result {
-            Ok(response) => response,
-            Err(error) => {
-                finish(
-                    &cx,
-                    None,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Some("_OTHER".into()),
-                    None,
-                );
-                return Err(error);
-            }
-        };
+
         if ids.is_valid() {
             response
                 .headers_mut()
@@ -306,6 +293,15 @@ impl<A: Application> Application for Traced<A> {
         let named = Route::of_response(&response)
             .filter(|_| !routed_at_start)
             .map(|route| (span_name(&method, Some(route)), route.clone()));
+        // A streamed body's chunks are pulled with the span current again,
+        // so what the application does meanwhile joins the request's trace.
+        let current = cx.clone();
+        response.body_mut().map_stream(|chunks| {
+            Box::new(InSpan {
+                chunks,
+                cx: current,
+            })
+        });
         on_complete(&mut response, move |done| {
             // A response cut short failed, whatever its status said.
             let error = (done.outcome == Outcome::Aborted).then(|| "aborted".into());
@@ -341,20 +337,19 @@ fn trace_response(ids: &opentelemetry::trace::SpanContext) -> HeaderValue {
 }
 // ANCHOR_END: trace_response
 
-/// A span the application has not answered yet: a panic ends it as a 500.
-struct OpenSpan(Option<Context>);
+/// A streamed body pulled with its request's span current, as the
+/// application ran.
+struct InSpan {
+    chunks: ChunkStream,
+    cx: Context,
+}
 
-impl Drop for OpenSpan {
-    fn drop(&mut self) {
-        if let Some(cx) = self.0.take() {
-            finish(
-                &cx,
-                None,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Some("panic".into()),
-                None,
-            );
-        }
+impl Iterator for InSpan {
+    type Item = std::io::Result<turnstile_core::Bytes>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let _current = self.cx.clone().attach();
+        self.chunks.next()
     }
 }
 

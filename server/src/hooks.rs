@@ -26,8 +26,7 @@ use std::time::Instant;
 
 use http::{Method, Uri};
 use turnstile_core::{
-    AppResult, Application, Completion, Environ, Request, Worker, call_catching_panics,
-    internal_server_error, on_complete,
+    AppResult, Application, Completion, Environ, Request, Worker, on_complete, respond,
 };
 
 use crate::InFlight;
@@ -121,12 +120,9 @@ impl<A: Application> Application for WithRequestHooks<A> {
             environ: Environ::of(&request).clone(),
             started: Instant::now(),
         });
-        // Failures become the 500 here rather than in the server, so that
-        // `post_request` hears about those responses too.
-        let mut response = call_catching_panics(app, request).unwrap_or_else(|error| {
-            crate::log::warning(format_args!("the application failed: {error}"));
-            internal_server_error()
-        });
+        // Through the boundary, so that `post_request` hears about the
+        // 500 a failure becomes too.
+        let mut response = respond(app, request);
         if let Some(info) = info {
             let hooks = hooks.clone();
             on_complete(&mut response, move |completion| {

@@ -6,9 +6,7 @@
 
 use http::StatusCode;
 use http::header::HOST;
-use turnstile_core::{
-    Application, Environ, Request, Response, call_catching_panics, internal_server_error,
-};
+use turnstile_core::{Application, ClientFault, Environ, Failure, Request, Response, respond};
 
 use crate::forwarded::TrustedProxies;
 use crate::http1::RequestHead;
@@ -73,13 +71,19 @@ impl<A: Application> Service for Serve<A> {
 
         let response = {
             let _computing = thread.computing(&request_record);
-            call_catching_panics(&self.app, request).unwrap_or_else(|error| {
-                // The last resort when no error layer is present; the layer
-                // logs and reports with the request's context.
-                crate::log::warning(format_args!("the application failed: {error}"));
-                internal_server_error()
-            })
+            respond(&self.app, request)
         };
+        // The last resort when no error-capture layer logged it, with the
+        // request's context, already.
+        if let Some(failure) = Failure::of(&response)
+            && failure.log_once()
+        {
+            crate::log::warning(format_args!("the application failed: {}", failure.error()));
+        }
+        // A body the client broke, found by the boundary rather than here.
+        if ClientFault::of(&response).is_some() {
+            crate::metrics::refused(response.status());
+        }
         Ok((response, request_record))
     }
     // ANCHOR_END: call

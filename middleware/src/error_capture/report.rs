@@ -16,9 +16,8 @@ use sentry::types::Scheme;
 use sentry::types::Uuid;
 use sentry::{Client, ClientOptions, Hub, Transport, TransportFactory, TransportOptions};
 use turnstile_core::http::{HeaderMap, HeaderValue, Method, Uri, header};
-use turnstile_core::{BoxError, Environ, Panicked, Request, RequestId, Route, TraceId, Worker};
+use turnstile_core::{Environ, Failure, Request, RequestId, Route, TraceId, Worker};
 
-use super::panics::PanicSite;
 use super::{Settings, TARGET, scrub};
 use crate::metrics::scheme_label;
 
@@ -292,31 +291,27 @@ impl Facts {
     }
 
     /// The log line of a failure; it names the Sentry event, if one was sent.
-    pub(super) fn log_failure(
-        &self,
-        error: &BoxError,
-        site: Option<&PanicSite>,
-        event_id: Option<Uuid>,
-    ) {
+    pub(super) fn log_failure(&self, failure: &Failure, event_id: Option<Uuid>) {
         let event_id = event_id.map(|id| tracing::field::display(id.simple()));
         let trace_id = self.trace_id.map(tracing::field::display);
         let request = format!("{} {}", self.method, self.uri.path());
-        match (error.downcast_ref::<Panicked>(), site) {
-            (Some(panicked), Some(site)) => tracing::error!(
+        match failure.panicked() {
+            Some(panicked) => tracing::error!(
                 target: TARGET,
                 request_id = %self.request_id,
                 trace_id,
                 sentry_event_id = event_id,
                 "{request} panicked at {}: {}",
-                site.location,
+                panicked.location().unwrap_or("an unknown place"),
                 panicked.message()
             ),
-            _ => tracing::error!(
+            None => tracing::error!(
                 target: TARGET,
                 request_id = %self.request_id,
                 trace_id,
                 sentry_event_id = event_id,
-                "{request} failed: {error}"
+                "{request} failed: {}",
+                failure.error()
             ),
         }
     }

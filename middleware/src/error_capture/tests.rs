@@ -5,7 +5,7 @@ use sentry::test::TestTransport;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::SubscriberExt as _;
 use turnstile_core::test::{MockApp, TestRequest, serve};
-use turnstile_core::{Stack, TraceId, Uuid};
+use turnstile_core::{BoxError, Stack, TraceId, Uuid};
 
 use super::*;
 
@@ -293,6 +293,15 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Lines {
     }
 }
 
+/// What the error log got while `run` ran.
+fn logged_while<R>(run: impl FnOnce() -> R) -> (Vec<String>, R) {
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::registry().with(lines.clone());
+    let result = tracing::subscriber::with_default(subscriber, run);
+    let lines = lines.0.lock().unwrap().clone();
+    (lines, result)
+}
+
 #[test]
 fn without_sentry_a_failure_is_logged_with_its_request_id() {
     let lines = Lines::default();
@@ -349,11 +358,41 @@ fn a_nested_layer_reports_once() {
         .app(MockApp::panicking("inner"));
     let response = serve(&app, request("/"));
     assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
-    // The inner layer answered; the outer one saw a 500 response and
-    // reports it as a status, not as a second panic.
+    // The inner layer, without a client, logged it; the outer one found
+    // the failure on the 500 and reports the panic itself, once, and no
+    // status event besides.
     let events = transport.fetch_and_clear_events();
     assert_eq!(events.len(), 1);
-    assert!(events[0].exception.is_empty());
+    assert_eq!(events[0].exception[0].ty, "panic");
+    assert_eq!(events[0].exception[0].value.as_deref(), Some("inner"));
+}
+
+#[test]
+fn a_client_fault_is_its_status_and_reported_nowhere_even_through_an_error_of_its_own() {
+    use std::io::Read as _;
+    use turnstile_core::BodyError;
+    use turnstile_core::test::FailingReader;
+
+    let (capture, transport) = reporting(ErrorCapture::new().capture_statuses([400..=599]));
+    let app = capture.layer(|request: Request| -> Result<Response, BoxError> {
+        let mut body = request.into_body();
+        // An application that hides the read error behind one of its own.
+        body.read_to_end(&mut Vec::new())
+            .map_err(|_| "could not read the upload")?;
+        Ok(Response::new("read\n".into()))
+    });
+    let faulty = turnstile_core::RequestBody::from_reader(FailingReader(BodyError::malformed(
+        "invalid chunk size",
+    )));
+    let request = TestRequest::post("/upload").build().map(|_| faulty);
+    let (logged, response) = logged_while(|| serve(&app, request));
+    assert_eq!(response.status, StatusCode::BAD_REQUEST);
+    assert!(response.text().contains("invalid chunk size"));
+    assert!(
+        transport.fetch_and_clear_events().is_empty(),
+        "no Sentry event"
+    );
+    assert!(logged.is_empty(), "no error line: {logged:?}");
 }
 
 #[test]

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Method, StatusCode, Version, header};
 use nix::sys::socket::{MsgFlags, recv};
 use turnstile_core::{
-    BodyError, Completion, CompletionHooks, Environ, Outcome, Received, RequestBody, Response,
+    BodyError, ClientFault, Completion, CompletionHooks, Environ, Outcome, Received, RequestBody,
+    Response,
 };
 
 use super::decode::BodyDecoder;
@@ -613,7 +614,11 @@ impl Connection {
         self.fresh = false;
         match cx.service.call(incoming, &self.environ, &cx.scratch.record) {
             Ok((response, request)) => {
-                let then = if wants_keep_alive {
+                let then = if ClientFault::of(&response).is_some() {
+                    // Its body's framing broke: nothing after it can be
+                    // trusted, and it may still be sending.
+                    Then::Linger
+                } else if wants_keep_alive {
                     Then::KeepAlive
                 } else {
                     Then::Close
