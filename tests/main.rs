@@ -13,6 +13,10 @@ mod config;
 /// Error capture: 500s, Sentry events, stuck requests.
 mod errors;
 
+/// Broken, slow and greedy clients: framing faults, refused uploads, the
+/// memory ceiling, a burst of connections.
+mod clients;
+
 /// The header-injection and request-logging layers, in the binary.
 mod layers;
 

@@ -19,7 +19,7 @@
 //! minimum rate, done lingering) and leases those out too, to be answered.
 
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,10 @@ use crate::listen::Listener;
 /// How often waiting connections are looked at, and so how late past its
 /// deadline one may be answered.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// Connections open at once that make a burst, whose memory the sweep
+/// gives back once most of them have closed.
+const BURST: usize = 1024;
 
 /// The most events taken in one wait.
 const BATCH: usize = 64;
@@ -84,6 +88,8 @@ pub(crate) struct Poller {
     table: Mutex<Slab<Entry>>,
     generation: AtomicU32,
     next_sweep: Mutex<Instant>,
+    /// The most connections open at once since memory was last given back.
+    peak: AtomicUsize,
     waker: EventFd,
 }
 
@@ -107,6 +113,7 @@ impl Poller {
             table: Mutex::new(Slab::new()),
             generation: AtomicU32::new(0),
             next_sweep: Mutex::new(Instant::now() + SWEEP_EVERY),
+            peak: AtomicUsize::new(0),
             waker,
         })
     }
@@ -278,6 +285,15 @@ impl Poller {
             *next_sweep = now + SWEEP_EVERY;
         }
         let mut table = self.table();
+        let open = table.len();
+        let peak = self.peak.fetch_max(open, Ordering::Relaxed).max(open);
+        if peak >= BURST && open * 4 < peak {
+            // A burst has closed: the table and the allocator give its
+            // memory back, which the allocator would otherwise keep.
+            self.peak.store(open, Ordering::Relaxed);
+            table.shrink_to_fit();
+            give_back_memory();
+        }
         for (_, entry) in table.iter_mut() {
             let due = match &entry.state {
                 State::Waiting(connection) => connection.due(now, config),
@@ -294,6 +310,19 @@ impl Poller {
                 }));
             }
         }
+    }
+}
+
+/// Returns the allocator's free memory to the system. glibc's malloc keeps
+/// what a burst of connections freed, scattered among what is still in
+/// use, unless asked.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes a size and touches only the allocator's
+    // own state, under its own locks; any thread may call it at any time.
+    #[allow(unsafe_code)]
+    unsafe {
+        nix::libc::malloc_trim(0);
     }
 }
 
