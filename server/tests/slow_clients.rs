@@ -402,3 +402,46 @@ fn an_application_that_blocks_gets_every_thread() {
         assert!(response.ends_with("met\n"), "{response}");
     }
 }
+
+#[test]
+fn a_pull_is_on_its_requests_record_and_a_client_that_stops_reading_is_not() {
+    let app = |request: Request| -> Response {
+        if request.uri().path() == "/slow-chunk" {
+            // The second chunk takes the application a while to make.
+            let chunks = (0..2).map(|n| {
+                if n == 1 {
+                    thread::sleep(Duration::from_millis(600));
+                }
+                Ok(Bytes::from_static(b"chunk\n"))
+            });
+            return Response::new(ResponseBody::stream(chunks));
+        }
+        huge(request)
+    };
+    let server = spawn_server_with_threads(app, patient(), 2);
+    // A request waiting for its client to read is on no record: the
+    // arbiter's --timeout is for stuck applications, not slow clients.
+    let mut reader = TcpStream::connect(server.addr()).unwrap();
+    reader.write_all(b"GET /huge HTTP/1.1\r\n\r\n").unwrap();
+    let mut head = [0u8; 64];
+    reader.read_exact(&mut head).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    assert!(server.oldest_in_flight().is_none(), "the reader's request");
+    // A pull the application is slow in is on the request's record.
+    let mut stream = connect(server.addr());
+    stream.write_all(b"GET /slow-chunk HTTP/1.1\r\n\r\n").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let pulling = server.oldest_in_flight().expect("the pull is on a record");
+    assert!(pulling.describe().starts_with("GET /slow-chunk "), "{}", pulling.describe());
+    let served = server.requests_served();
+    let mut body = Vec::new();
+    let mut buf = [0u8; 256];
+    while !body.ends_with(b"0\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early");
+        body.extend_from_slice(&buf[..n]);
+    }
+    thread::sleep(Duration::from_millis(50));
+    assert!(server.oldest_in_flight().is_none());
+    assert_eq!(server.requests_served(), served + 1, "counted once written");
+}

@@ -198,6 +198,24 @@ fn what_the_application_reports_carries_the_request_and_ends_with_it() {
 }
 
 #[test]
+fn a_streamed_body_is_pulled_inside_the_requests_hub() {
+    let (capture, transport) = reporting(ErrorCapture::new());
+    let app = capture.layer(|_: Request| {
+        // Pulled after the layer has returned, as the server pulls it.
+        let chunks = std::iter::once_with(|| {
+            sentry::capture_message("half way through the export", Level::Warning);
+            Ok(turnstile_core::Bytes::from_static(b"rows\n"))
+        });
+        Response::new(turnstile_core::ResponseBody::stream(chunks))
+    });
+    assert_eq!(serve(&app, request("/export")).text(), "rows\n");
+    let events = transport.fetch_and_clear_events();
+    assert_eq!(events.len(), 1);
+    let reported = events[0].request.as_ref().expect("the request's hub");
+    assert!(reported.url.as_ref().unwrap().as_str().ends_with("/export"));
+}
+
+#[test]
 fn the_client_address_and_forwarding_headers_need_send_default_pii() {
     let transport = TestTransport::new();
     let options = ClientOptions::new()

@@ -191,6 +191,29 @@ fn spans_the_application_makes_are_children_of_the_request() {
 }
 
 #[test]
+fn a_streamed_body_is_pulled_with_the_requests_span_current() {
+    let (layer, spans) = exporting();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = layer.layer(move |_: Request| {
+        let record = record.clone();
+        // Each chunk notes the span current as it is pulled: after the
+        // layer has returned, as the server pulls it, perhaps elsewhere.
+        let chunks = (0..2).map(move |_| {
+            let current = Context::current().span().span_context().span_id();
+            record.lock().unwrap().push(current);
+            Ok(turnstile_core::Bytes::from_static(b"chunk\n"))
+        });
+        Response::new(turnstile_core::ResponseBody::stream(chunks))
+    });
+    let response = serve(&app, TestRequest::get("/feed").build());
+    assert_eq!(response.text(), "chunk\nchunk\n");
+    let request = finished(&spans)[0].span_context.span_id();
+    assert_eq!(*seen.lock().unwrap(), [request, request]);
+    assert_ne!(Context::current().span().span_context().span_id(), request);
+}
+
+#[test]
 fn without_a_pipeline_an_incoming_trace_id_still_reaches_the_layers_inside() {
     let app = TraceRequests::new().layer(|request: Request| {
         let trace_id = request.extensions().get::<TraceId>().copied();
