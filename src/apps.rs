@@ -30,7 +30,7 @@ pub fn hello(_request: Request) -> Response {
 /// | `/healthz` | 200 `ok` |
 /// | `/echo` | 200 with the request body |
 /// | `/environ` | 200, what [`environ`] answers |
-/// | `/stream?chunks=N` | a streamed body of N chunks |
+/// | `/stream?chunks=N&size=B` | a streamed body of N chunks, each padded to B bytes when `size` is given |
 /// | `/slow?ms=N` | answers after N milliseconds (at most 60 s) |
 /// | `/per-process` | which process built this process's [`ProcessStamp`] |
 /// | `/error` | the application returns an error |
@@ -50,7 +50,10 @@ pub fn demo(request: Request) -> Result<Response, DemoError> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/echo" => echo(request)?,
         "/environ" => environ(request).map_err(|_| DemoError)?,
-        "/stream" => stream(query_number(&request, "chunks").unwrap_or(3).min(10_000)),
+        "/stream" => stream(
+            query_number(&request, "chunks").unwrap_or(3).min(10_000),
+            query_number(&request, "size").map(|size| size.min(1 << 20)),
+        ),
         "/slow" => {
             let ms = query_number(&request, "ms").unwrap_or(100).min(60_000);
             std::thread::sleep(Duration::from_millis(ms));
@@ -238,8 +241,16 @@ fn echo(request: Request) -> Result<Response, DemoError> {
     Ok(response)
 }
 
-fn stream(chunks: u64) -> Response {
-    let body = (1..=chunks).map(|n| Ok(Bytes::from(format!("chunk {n}\n"))));
+/// `chunks` chunks, each `chunk N` on a line, padded with dots to `size`
+/// bytes when asked (a large body, for clients that read it slowly).
+fn stream(chunks: u64, size: Option<u64>) -> Response {
+    let body = (1..=chunks).map(move |n| {
+        let mut chunk = format!("chunk {n}\n").into_bytes();
+        if let Some(size) = size.and_then(|size| usize::try_from(size).ok()) {
+            chunk.resize(size.max(chunk.len()), b'.');
+        }
+        Ok(Bytes::from(chunk))
+    });
     let mut response = Response::new(ResponseBody::stream(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -275,6 +286,10 @@ mod tests {
         assert_eq!(get("/nowhere").status, 404);
         assert_eq!(get("/slow?ms=1").text(), "slept\n");
         assert_eq!(get("/stream?chunks=2").text(), "chunk 1\nchunk 2\n");
+        assert_eq!(
+            get("/stream?chunks=2&size=10").text(),
+            "chunk 1\n..chunk 2\n.."
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use turnstile_server::http1::{
-    ChunkError, ChunkedDecoder, Framing, HeadError, Limits, Parsed, parse_head,
+    ChunkError, ChunkedDecoder, Framing, HeadError, HeadScan, Limits, Parsed, parse_head_resuming,
 };
 
 /// Cases where Turnstile differs from Gunicorn on purpose, and why.
@@ -154,12 +154,17 @@ fn read_connection(pieces: &[&[u8]], limits: &Limits) -> (Vec<Request>, Option<F
         None => false,
     };
     loop {
-        let head = match parse_head(&buffer, limits) {
+        // As the connection does: each piece resumes the scan of the head.
+        let mut scan = HeadScan::default();
+        let head = loop {
+            match parse_head_resuming(&buffer, limits, &mut scan) {
+                Ok(Parsed::Partial) if more(&mut buffer) => {}
+                parsed => break parsed,
+            }
+        };
+        let head = match head {
             Err(error) => return (requests, Some(Failure::Head(status(&error)))),
             Ok(Parsed::Partial) => {
-                if more(&mut buffer) {
-                    continue;
-                }
                 let failure = (!buffer.iter().all(|&b| b == b'\r' || b == b'\n'))
                     .then_some(Failure::IncompleteHead);
                 return (requests, failure);

@@ -429,10 +429,16 @@ fn a_pull_is_on_its_requests_record_and_a_client_that_stops_reading_is_not() {
     assert!(server.oldest_in_flight().is_none(), "the reader's request");
     // A pull the application is slow in is on the request's record.
     let mut stream = connect(server.addr());
-    stream.write_all(b"GET /slow-chunk HTTP/1.1\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET /slow-chunk HTTP/1.1\r\n\r\n")
+        .unwrap();
     thread::sleep(Duration::from_millis(300));
     let pulling = server.oldest_in_flight().expect("the pull is on a record");
-    assert!(pulling.describe().starts_with("GET /slow-chunk "), "{}", pulling.describe());
+    assert!(
+        pulling.describe().starts_with("GET /slow-chunk "),
+        "{}",
+        pulling.describe()
+    );
     let served = server.requests_served();
     let mut body = Vec::new();
     let mut buf = [0u8; 256];

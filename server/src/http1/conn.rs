@@ -40,7 +40,7 @@ use turnstile_core::{
 use super::decode::BodyDecoder;
 use super::dispatch::{Incoming, Refusal, Service, Slow};
 use super::encode::{BodyFraming, DateCache, Outgoing, Want, body_framing, write_head};
-use super::head::{Framing, Limits, Parsed, RequestHead, parse_head};
+use super::head::{Framing, HeadScan, Limits, Parsed, RequestHead, parse_head_resuming};
 use super::io::{Fill, Input, THREAD_BUFFER};
 use crate::budget::Budget;
 use crate::in_flight::{InFlight, ThreadRecord};
@@ -144,7 +144,7 @@ enum State {
     /// Between requests: nothing of the next one has arrived.
     Idle,
     /// A head has begun to arrive.
-    Head { rate: Rate },
+    Head { rate: Rate, scan: HeadScan },
     /// The head is here; the body is arriving.
     Body(Box<Receiving>),
     /// A response is being written.
@@ -307,7 +307,7 @@ impl Connection {
         match &self.state {
             State::Idle if self.input_waiting() => return self.on_ready(cx, false),
             State::Idle | State::Lingering { .. } => return After::Close,
-            State::Head { rate } => {
+            State::Head { rate, .. } => {
                 cx.service.too_slow(Slow::Head, &self.environ);
                 if rate.bytes == 0 {
                     return After::Close;
@@ -350,7 +350,7 @@ impl Connection {
                 // about to be served.
                 now >= self.idle_since + wait && !self.input_waiting()
             }
-            State::Head { rate } => {
+            State::Head { rate, .. } => {
                 rate.too_slow(now, config.min_request_rate, config.min_rate_grace)
             }
             State::Body(receiving) => {
@@ -445,9 +445,10 @@ impl Connection {
                             if let State::Idle = self.state {
                                 self.state = State::Head {
                                     rate: Rate::new(Instant::now()),
+                                    scan: HeadScan::default(),
                                 };
                             }
-                            if let State::Head { rate } = &mut self.state {
+                            if let State::Head { rate, .. } = &mut self.state {
                                 rate.add(n);
                             }
                             drained = !filled && !peer_closed;
@@ -485,7 +486,14 @@ impl Connection {
                     if self.input.is_empty() {
                         return Advance::More;
                     }
-                    let parsed = match parse_head(self.input.buffered(), &cx.config.limits) {
+                    let mut fresh = HeadScan::default();
+                    let scan = match &mut self.state {
+                        State::Head { scan, .. } => scan,
+                        _ => &mut fresh,
+                    };
+                    let parsed =
+                        parse_head_resuming(self.input.buffered(), &cx.config.limits, scan);
+                    let parsed = match parsed {
                         Ok(parsed) => parsed,
                         Err(error) => {
                             return Advance::Refuse(error.status(), error.to_string(), Then::Close);
@@ -495,7 +503,7 @@ impl Connection {
                         if let State::Idle = self.state {
                             let mut rate = Rate::new(Instant::now());
                             rate.add(self.input.buffered().len());
-                            self.state = State::Head { rate };
+                            self.state = State::Head { rate, scan: fresh };
                         }
                         return Advance::More;
                     };

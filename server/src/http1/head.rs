@@ -146,8 +146,41 @@ impl std::error::Error for HeadError {}
 
 type Result<T> = std::result::Result<T, HeadError>;
 
+/// How far a head that is still arriving has been checked: the lines
+/// already complete are not walked again when more bytes come, so a client
+/// trickling a long head costs the server each byte once, not once per
+/// arrival.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeadScan {
+    /// Where the lines walked so far end, after any leading empty lines.
+    checked: usize,
+    /// The empty lines before the request line, in bytes.
+    start: usize,
+    /// Header fields among the lines walked.
+    fields: usize,
+}
+
 /// Parses a request head from the start of `input`.
 pub fn parse_head(input: &[u8], limits: &Limits) -> Result<Parsed> {
+    parse_head_resuming(input, limits, &mut HeadScan::default())
+}
+
+/// As [`parse_head`], resuming where `scan` says the last call on the
+/// same head (with fewer bytes) left off, and noting how far this one got.
+///
+/// ```
+/// use turnstile_server::http1::{HeadScan, Limits, Parsed, parse_head_resuming};
+///
+/// let wire = b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: abc\r\n\r\n";
+/// let mut scan = HeadScan::default();
+/// for end in 1..wire.len() {
+///     let parsed = parse_head_resuming(&wire[..end], &Limits::default(), &mut scan).unwrap();
+///     assert!(matches!(parsed, Parsed::Partial));
+/// }
+/// let parsed = parse_head_resuming(wire, &Limits::default(), &mut scan).unwrap();
+/// assert!(matches!(parsed, Parsed::Complete { len: 40, .. }));
+/// ```
+pub fn parse_head_resuming(input: &[u8], limits: &Limits, scan: &mut HeadScan) -> Result<Parsed> {
     // RFC 9112 §2.2: ignore empty lines before the request line.
     let mut start = 0;
     while input[start..].starts_with(b"\r\n") {
@@ -158,7 +191,13 @@ pub fn parse_head(input: &[u8], limits: &Limits) -> Result<Parsed> {
             ));
         }
     }
-    let Some(end) = find_head_end(&input[start..], limits)? else {
+    if start != scan.start {
+        *scan = HeadScan {
+            start,
+            ..HeadScan::default()
+        };
+    }
+    let Some(end) = find_head_end(&input[start..], limits, scan)? else {
         return Ok(Parsed::Partial);
     };
     let head = parse_complete_head(&input[start..start + end.len], end.fields)?;
@@ -175,23 +214,27 @@ struct HeadEnd {
 
 // ANCHOR: head_end
 /// Walks the lines of the head, refusing bare CR or LF, obs-fold and
-/// oversized lines before `httparse` sees them.
-fn find_head_end(input: &[u8], limits: &Limits) -> Result<Option<HeadEnd>> {
-    let Some(line_end) = memchr(b'\n', input) else {
-        if input.len() > limits.request_line + 1 {
+/// oversized lines before `httparse` sees them; the lines `scan` says were
+/// walked already are skipped, and `scan` notes the ones walked now.
+fn find_head_end(input: &[u8], limits: &Limits, scan: &mut HeadScan) -> Result<Option<HeadEnd>> {
+    if scan.checked == 0 {
+        let Some(line_end) = memchr(b'\n', input) else {
+            if input.len() > limits.request_line + 1 {
+                return Err(HeadError::RequestLineTooLong);
+            }
+            return Ok(None);
+        };
+        let line = strip_cr(&input[..line_end], "bare LF in the request line")?;
+        if line.len() > limits.request_line {
             return Err(HeadError::RequestLineTooLong);
         }
-        return Ok(None);
-    };
-    let line = strip_cr(&input[..line_end], "bare LF in the request line")?;
-    if line.len() > limits.request_line {
-        return Err(HeadError::RequestLineTooLong);
+        if line.contains(&b'\r') {
+            return Err(HeadError::Malformed("bare CR in the request line"));
+        }
+        scan.checked = line_end + 1;
     }
-    if line.contains(&b'\r') {
-        return Err(HeadError::Malformed("bare CR in the request line"));
-    }
-    let mut cursor = line_end + 1;
-    let mut fields = 0;
+    let mut cursor = scan.checked;
+    let mut fields = scan.fields;
     loop {
         let rest = &input[cursor..];
         let Some(line_end) = memchr(b'\n', rest) else {
@@ -222,6 +265,8 @@ fn find_head_end(input: &[u8], limits: &Limits) -> Result<Option<HeadEnd>> {
         if fields > limits.header_fields {
             return Err(HeadError::TooManyFields);
         }
+        scan.checked = cursor;
+        scan.fields = fields;
     }
 }
 

@@ -33,4 +33,6 @@ pub mod head;
 pub(crate) mod io;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Decoded};
-pub use head::{Framing, HeadError, Limits, Parsed, RequestHead, parse_head};
+pub use head::{
+    Framing, HeadError, HeadScan, Limits, Parsed, RequestHead, parse_head, parse_head_resuming,
+};
