@@ -6,29 +6,32 @@
 # bench/python/slow_app.py), side by side in one run, each pinned to core 1;
 # wrk and the slow clients (bench/peers: slow-clients) on core 0.
 #
-# For each server:
-# 1. wrk alone (16 keep-alive connections on `/`);
-# 2. wrk beside HEADS clients sending request heads, BODIES sending request
-#    bodies and READERS reading a large streamed response
-#    (/stream?chunks=200&size=65536, 12.8 MB), all at RATE bytes a second,
-#    just above the minimum rate (240), held for HOLD seconds: the ratio to
-#    the run alone, the workers' memory at its highest, what became of the
-#    slow clients, and, for Turnstile, whether a worker was aborted;
+# For each server, ROUNDS rounds (Gunicorn one), alone and beside taking
+# turns, since these machines drift by tens of percent in minutes:
+# 1. wrk alone (16 keep-alive connections on `/`) for DURATION seconds;
+# 2. wrk in the last DURATION seconds of HOLD, beside HEADS clients sending
+#    request heads, BODIES sending request bodies and READERS reading a
+#    large streamed response (/stream?chunks=200&size=65536, 12.8 MB), all
+#    at RATE bytes a second, just above the minimum rate (240);
+# then the median beside against the median alone, the workers' memory at
+# its highest, what became of the slow clients, and, for Turnstile,
+# whether a worker was aborted; and once:
 # 3. wrk in the first seconds of BELOW clients sending heads and as many
 #    sending bodies at 1 byte a second, before their grace period (5 s)
 #    ends; then what became of them (Turnstile answers 408).
 #
 # Run: bench/slow.sh   (needs wrk, taskset and python3 with venv)
-# Knobs: DURATION (wrk's seconds in each run, 20), HOLD (60), RATE (300),
-#        HEADS (2000), BODIES (1000), READERS (1000), BELOW (1000),
-#        SERVER_CORE (1), CLIENT_CORE (0).
+# Knobs: ROUNDS (3), DURATION (wrk's seconds in each run, 15), HOLD (60,
+#        more than DURATION), RATE (300), HEADS (2000), BODIES
+#        (1000), READERS (1000), BELOW (1000), SERVER_CORE (1), CLIENT_CORE (0).
 # Never run it beside a build: a concurrent cargo build halves every figure.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-DURATION=${DURATION:-20}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-15}
 HOLD=${HOLD:-60}
 RATE=${RATE:-300}
 HEADS=${HEADS:-2000}
@@ -107,29 +110,43 @@ slow_clients() {
     exit 1
 }
 
-# run NAME PID ADDR: the three runs against one server.
-run() {
-    local name=$1 pid=$2 addr=$3
-    echo "== $name"
-    local alone
-    alone=$(wrk_rps "$addr" "$DURATION")
-    echo "  alone                         $alone req/s"
+median() {
+    sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
-    slow_clients "$name-above" "$addr" "$HEADS" "$BODIES" "$READERS" "$RATE" "$HOLD" "$STREAM"
-    local peak=0
-    (while kill -0 "$(cat "$WORK/$name-above.slowpid")" 2>/dev/null; do
-        workers_rss_mib "$pid"
-        echo
+# run NAME PID ADDR ROUNDS: the runs against one server.
+run() {
+    local name=$1 pid=$2 addr=$3 rounds=$4
+    echo "== $name"
+    : >"$WORK/$name.alone"
+    : >"$WORK/$name.beside"
+    : >"$WORK/$name.rss"
+    for round in $(seq "$rounds"); do
+        wrk_rps "$addr" "$DURATION" >>"$WORK/$name.alone"
+        slow_clients "$name-above-$round" "$addr" "$HEADS" "$BODIES" "$READERS" "$RATE" "$HOLD" "$STREAM"
+        local slow
+        slow=$(cat "$WORK/$name-above-$round.slowpid")
+        (while kill -0 "$slow" 2>/dev/null; do
+            workers_rss_mib "$pid"
+            echo
+            sleep 1
+        done) >>"$WORK/$name.rss" &
+        # The last DURATION seconds of the hold, when the slow clients have
+        # sent or read the most.
+        sleep $((HOLD - DURATION - 2))
+        wrk_rps "$addr" "$DURATION" >>"$WORK/$name.beside"
+        wait "$slow" || true
         sleep 1
-    done) >"$WORK/$name.rss" &
-    local beside
-    beside=$(wrk_rps "$addr" "$DURATION")
-    wait "$(cat "$WORK/$name-above.slowpid")" || true
-    sleep 1
+    done
+    local alone beside peak
+    alone=$(median <"$WORK/$name.alone")
+    beside=$(median <"$WORK/$name.beside")
     peak=$(sort -g "$WORK/$name.rss" | tail -1)
+    echo "  alone                         $alone req/s ($(paste -sd' ' "$WORK/$name.alone"))"
     echo "  beside $HEADS+$BODIES+$READERS slow clients at $RATE B/s  $beside req/s" \
-        "($(awk -v a="$beside" -v b="$alone" 'BEGIN { printf "%.2f", a / b }')x alone), workers at most ${peak} MiB"
-    sed -n 's/^slow-clients: /    /p' "$WORK/$name-above.slow"
+        "($(paste -sd' ' "$WORK/$name.beside")): $(awk -v a="$beside" -v b="$alone" 'BEGIN { printf "%.2f", a / b }')x alone," \
+        "workers at most ${peak} MiB"
+    cat "$WORK/$name"-above-*.slow | sed -n 's/^slow-clients: \(.*: \)/\1/p' | sort | uniq -c | sed 's/^/   /'
 
     slow_clients "$name-below" "$addr" "$BELOW" "$BELOW" 0 1 12 /
     local early
@@ -163,15 +180,17 @@ echo $! >"$WORK/gunicorn.pid"
 wait_for "$TURNSTILE_ADDR"
 wait_for "$GUNICORN_ADDR"
 
-run turnstile "$(cat "$WORK/turnstile.pid")" "$TURNSTILE_ADDR"
+run turnstile "$(cat "$WORK/turnstile.pid")" "$TURNSTILE_ADDR" "$ROUNDS"
 aborted=$(grep -c "aborted by the arbiter's timeout" "$WORK/turnstile-error.log" || true)
 echo "  workers aborted by --timeout: $aborted"
-run gunicorn "$(cat "$WORK/gunicorn.pid")" "$GUNICORN_ADDR"
+# One round: beside the slow clients, Gunicorn's threads are all theirs.
+run gunicorn "$(cat "$WORK/gunicorn.pid")" "$GUNICORN_ADDR" 1
 
 echo "== beside the slow clients, against each alone"
 for name in turnstile gunicorn; do
     printf '%-10s %6sx  (%s req/s)\n' "$name" "${RATIOS[$name]}" "${BESIDE[$name]}"
 done
 awk -v t="${BESIDE[turnstile]}" -v g="${BESIDE[gunicorn]}" 'BEGIN {
-    printf "turnstile / gunicorn beside the slow clients  %.1f\n", g ? t / g : 0
+    if (g > 0) printf "turnstile / gunicorn beside the slow clients  %.1f\n", t / g
+    else printf "turnstile / gunicorn beside the slow clients  (gunicorn served none)\n"
 }'

@@ -25,6 +25,10 @@ use socket2::{Domain, SockAddr, Socket, Type};
 /// `accept`.
 pub const DEFAULT_BACKLOG: u32 = 2048;
 
+/// The most bytes a connection's kernel send queue holds unsent
+/// (`TCP_NOTSENT_LOWAT`).
+const UNSENT_MAX: u32 = 128 * 1024;
+
 /// The port of a bind that names only a host.
 const DEFAULT_PORT: u16 = 8000;
 
@@ -130,6 +134,12 @@ impl Listener {
             Self::Tcp(listener) => {
                 let (stream, peer) = listener.accept()?;
                 stream.set_nodelay(true)?;
+                // The kernel's send queue is autotuned to megabytes; a client
+                // that stops reading would pin all of it, and a thousand of
+                // them exhaust the machine's TCP memory, stalling every
+                // connection. Unsent bytes are capped; what is in flight is
+                // still the congestion window's to size.
+                socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_MAX)?;
                 Ok((Stream::Tcp(stream), Some(peer)))
             }
             Self::Unix(listener, _) => Ok((Stream::Unix(listener.accept()?.0), None)),

@@ -33,6 +33,12 @@ use std::time::Duration;
 /// How long the watcher waits for progress before it joins in.
 pub(crate) const HANDOFF: Duration = Duration::from_millis(1);
 
+/// How many looks in a row the watcher finds nothing pending before it
+/// parks: under load the thread at work waits in the poller for a moment
+/// between batches, and a watcher that parked then would have to be called
+/// again at the next batch, a wake-up for every poll.
+const QUIET_LOOKS: u8 = 10;
+
 /// What a thread does next.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Next<J> {
@@ -54,8 +60,9 @@ enum Watch {
     Nobody,
     /// A parked thread has been called to watch and has not woken yet.
     Called,
-    /// A thread watches; `seen` is the progress at its last look.
-    Watching { seen: u64 },
+    /// A thread watches; `seen` is the progress at its last look, `quiet`
+    /// the looks in a row that found nothing pending.
+    Watching { seen: u64, quiet: u8 },
 }
 
 /// The request threads' shared state. See the [module docs](self).
@@ -143,6 +150,7 @@ impl<J> Sched<J> {
             self.idle -= 1;
             self.watch = Watch::Watching {
                 seen: self.progress,
+                quiet: 0,
             };
             return Next::Watch;
         }
@@ -155,18 +163,26 @@ impl<J> Sched<J> {
         if self.exiting {
             return Next::Exit;
         }
-        let Watch::Watching { seen } = self.watch else {
+        let Watch::Watching { seen, quiet } = self.watch else {
             // Not reached: only the watcher waits for this.
             return self.next();
         };
         if !self.pending() {
-            self.watch = Watch::Nobody;
-            self.idle += 1;
-            return Next::Park;
+            if quiet + 1 >= QUIET_LOOKS {
+                self.watch = Watch::Nobody;
+                self.idle += 1;
+                return Next::Park;
+            }
+            self.watch = Watch::Watching {
+                seen: self.progress,
+                quiet: quiet + 1,
+            };
+            return Next::Watch;
         }
         if self.progress != seen {
             self.watch = Watch::Watching {
                 seen: self.progress,
+                quiet: 0,
             };
             return Next::Watch;
         }
@@ -215,10 +231,17 @@ mod tests {
         assert_eq!(sched.next(), Next::Run("y"), "a goes on with y");
         sched.done();
         assert_eq!(sched.next(), Next::Poll, "then a polls again");
+        for _ in 1..QUIET_LOOKS {
+            assert_eq!(
+                sched.watched(),
+                Next::Watch,
+                "a waits in the poller for a moment: b watches on"
+            );
+        }
         assert_eq!(
             sched.watched(),
             Next::Park,
-            "a waits in the poller: b stops watching"
+            "a has waited in the poller long enough: b stops watching"
         );
         assert!(!sched.call_watcher());
     }

@@ -20,8 +20,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, interval, sleep, timeout};
 
-/// How often each client sends or reads its share, at least.
-const TICK: Duration = Duration::from_millis(250);
+/// How often each client sends or reads its share, at least: a slow
+/// client costs its machine a write (or a read) a second, whatever its rate.
+const TICK: Duration = Duration::from_secs(1);
 
 /// How often a client at `rate` bytes a second sends or reads: every
 /// [`TICK`], or every byte's time when that is longer.
