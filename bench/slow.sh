@@ -146,7 +146,8 @@ run() {
     echo "  beside $HEADS+$BODIES+$READERS slow clients at $RATE B/s  $beside req/s" \
         "($(paste -sd' ' "$WORK/$name.beside")): $(awk -v a="$beside" -v b="$alone" 'BEGIN { printf "%.2f", a / b }')x alone," \
         "workers at most ${peak} MiB"
-    cat "$WORK/$name"-above-*.slow | sed -n 's/^slow-clients: \(.*: \)/\1/p' | sort | uniq -c | sed 's/^/   /'
+    cat "$WORK/$name"-above-*.slow | sed -n 's/^slow-clients: \(.*: \)/\1/p' | sort | uniq -c |
+        awk -v r="$rounds" '{ n = $1; $1 = ""; printf "   %s (in %d of %d rounds)\n", $0, n, r }'
 
     slow_clients "$name-below" "$addr" "$BELOW" "$BELOW" 0 1 12 /
     local early
