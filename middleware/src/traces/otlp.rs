@@ -220,7 +220,7 @@ const YIELD_EVERY: usize = 256;
 /// of thousands of spans in one go held the requests that arrived
 /// meanwhile for milliseconds, the whole stack's p99 under load.
 fn give_way(spans: usize) {
-    if spans % YIELD_EVERY == 0 {
+    if spans.is_multiple_of(YIELD_EVERY) {
         std::thread::yield_now();
     }
 }
