@@ -87,7 +87,8 @@ def per_request(marker):
             totals = [line for line in text.splitlines() if line.startswith(("summary:", "totals:"))]
             return int(totals[0].split()[1]) / requests
     return None
-request = per_request("request_thread")
+# Only the request threads wait in epoll (the worker's main thread polls).
+request = per_request("epoll_wait")
 spans = per_request("OtlpExporter::encode")
 if request is None:
     sys.exit(f"instructions.sh: no request thread found in the {mode} profiles")

@@ -7,7 +7,7 @@
 //! client is not a stuck worker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -85,13 +85,30 @@ pub(crate) struct ThreadRecord {
 }
 
 impl ThreadRecord {
-    /// Records the application's work on `request` as running on this
-    /// thread, from now until the returned guard is dropped.
-    pub(crate) fn computing(&self, request: &InFlight) -> Computing<'_> {
-        let mut now = request.clone();
-        now.started = Instant::now();
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
-        Computing(self)
+    /// Runs `work`, the application's work on `request` begun at
+    /// `started`, with the request on this thread's record meanwhile: moved
+    /// there and back, not copied. `None` runs it on no record.
+    pub(crate) fn run<R>(
+        &self,
+        request: &mut Option<InFlight>,
+        started: Instant,
+        work: impl FnOnce() -> R,
+    ) -> R {
+        let Some(mut record) = request.take() else {
+            return work();
+        };
+        record.started = started;
+        *self.slot() = Some(record);
+        // Cleared even if `work` unwinds.
+        let computing = Computing(self);
+        let result = work();
+        std::mem::forget(computing);
+        *request = self.slot().take();
+        result
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<InFlight>> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A request's response has been written or given up: one more served,
@@ -106,16 +123,13 @@ impl ThreadRecord {
     }
 }
 
-/// Application code running for a request; dropping it records the end.
-pub(crate) struct Computing<'a>(&'a ThreadRecord);
+/// Application code running for a request, should it unwind: the
+/// record is cleared.
+struct Computing<'a>(&'a ThreadRecord);
 
 impl Drop for Computing<'_> {
     fn drop(&mut self) {
-        *self
-            .0
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        *self.0.slot() = None;
     }
 }
 
@@ -167,6 +181,7 @@ mod tests {
         let reached = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
         let limit = Some(Arc::new(RequestLimit::new(2, reached.clone())));
         let (a, b) = (records.add(limit.clone()), records.add(limit));
+        let started = Instant::now();
         let request = |method, target| InFlight {
             method,
             target: Bytes::from_static(target),
@@ -174,23 +189,30 @@ mod tests {
             request_id: Uuid::nil(),
             started: Instant::now(),
         };
-        let first = a.computing(&request(Method::GET, b"/slow?token=secret"));
-        std::thread::sleep(Duration::from_millis(5));
-        let second = b.computing(&request(Method::POST, b"/later"));
-        let oldest = records.oldest().unwrap();
-        assert_eq!(
-            oldest.describe(),
-            "GET /slow (request 00000000-0000-0000-0000-000000000000)"
-        );
-        drop(first);
+        let mut first = Some(request(Method::GET, b"/slow?token=secret"));
+        let mut second = Some(request(Method::POST, b"/later"));
+        a.run(&mut first, started, || {
+            b.run(&mut second, started + Duration::from_millis(5), || {
+                let oldest = records.oldest().unwrap();
+                assert_eq!(
+                    oldest.describe(),
+                    "GET /slow (request 00000000-0000-0000-0000-000000000000)"
+                );
+            });
+            assert_eq!(records.oldest().unwrap().method, Method::GET);
+        });
+        assert!(first.is_some() && second.is_some(), "each record came back");
         a.finished();
         assert_eq!(reached.read().ok(), None, "one request is not the limit");
-        assert_eq!(records.oldest().unwrap().method, Method::POST);
-        drop(second);
         assert!(
             records.oldest().is_none(),
             "a request waiting for its client is on no record"
         );
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            b.run(&mut second, started, || panic!("in a pull"))
+        }));
+        assert!(unwound.is_err());
+        assert!(records.oldest().is_none(), "cleared as it unwound");
         // Its response is written on another thread.
         a.finished();
         assert_eq!(records.served(), 2);

@@ -47,6 +47,16 @@ const WAKER: u64 = u64::MAX;
 const FIRST_LISTENER: u64 = u64::MAX - 1;
 const MAX_LISTENERS: u64 = 1024;
 
+/// Room for the events one wait takes, kept by each request thread rather
+/// than zeroed again for every wait.
+pub(crate) struct Events([EpollEvent; BATCH]);
+
+impl Default for Events {
+    fn default() -> Self {
+        Self([EpollEvent::empty(); BATCH])
+    }
+}
+
 /// What a wait found ready.
 pub(crate) enum Ready {
     /// This listener has connections to accept; re-arm it afterwards.
@@ -125,16 +135,17 @@ impl Poller {
     // ANCHOR: wait
     /// Sweeps when due, then waits for sockets to be ready (not at all
     /// when the sweep found work), adding what it found to `ready`.
-    pub(crate) fn wait(&self, ready: &mut Vec<Ready>, config: &ConnConfig) {
+    /// `events` is the waiting thread's own, kept from call to call.
+    pub(crate) fn wait(&self, ready: &mut Vec<Ready>, events: &mut Events, config: &ConnConfig) {
         self.sweep_if_due(ready, config);
-        let mut events = [EpollEvent::empty(); BATCH];
+        let events = &mut events.0;
         // The timeout only bounds how late a sweep can run.
         let timeout = if ready.is_empty() {
             SWEEP_EVERY.as_millis() as u16
         } else {
             0u16
         };
-        let woken = match self.epoll.wait(&mut events, timeout) {
+        let woken = match self.epoll.wait(events, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,
             Err(errno) => {

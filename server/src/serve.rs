@@ -4,6 +4,8 @@
 //! log lines of what the server refused. The connection (`http1`) knows
 //! none of this; it hands each request to a [`Serve`].
 
+use std::time::Instant;
+
 use http::StatusCode;
 use http::header::HOST;
 use turnstile_core::{Application, ClientFault, Environ, Failure, Request, Response, respond};
@@ -53,13 +55,13 @@ impl<A: Application> Service for Serve<A> {
                 reason: error.to_string(),
             });
         }
-        let request_record = InFlight {
+        let mut record = Some(InFlight {
             method: method.clone(),
             target: target.clone(),
             host: headers.get(HOST).cloned(),
             request_id,
             started: received.instant,
-        };
+        });
         environ.raw_target = target;
         environ.raw_head = raw;
         let mut request = Request::new(body);
@@ -69,10 +71,11 @@ impl<A: Application> Service for Serve<A> {
         *request.headers_mut() = headers;
         request.extensions_mut().insert(environ);
 
-        let response = {
-            let _computing = thread.computing(&request_record);
+        // The call begins as the request is whole: for a body that came
+        // with its head, the head's reading of the clock will do.
+        let response = thread.run(&mut record, received.instant, || {
             respond(&self.app, request)
-        };
+        });
         // The last resort when no error-capture layer logged it, with the
         // request's context, already.
         if let Some(failure) = Failure::of(&response)
@@ -84,13 +87,17 @@ impl<A: Application> Service for Serve<A> {
         if ClientFault::of(&response).is_some() {
             crate::metrics::refused(response.status());
         }
-        Ok((response, request_record))
+        Ok((response, record.expect("the record comes back")))
     }
     // ANCHOR_END: call
 
-    fn run<R>(&self, request: &InFlight, thread: &ThreadRecord, work: impl FnOnce() -> R) -> R {
-        let _computing = thread.computing(request);
-        work()
+    fn run<R>(
+        &self,
+        request: &mut Option<InFlight>,
+        thread: &ThreadRecord,
+        work: impl FnOnce() -> R,
+    ) -> R {
+        thread.run(request, Instant::now(), work)
     }
 
     fn finished(&self, thread: &ThreadRecord) {

@@ -37,7 +37,7 @@ use crate::forwarded::TrustedProxies;
 use crate::http1::conn::{After, ConnConfig, Connection, Cx, Scratch};
 use crate::in_flight::{InFlight, Records, RequestLimit};
 use crate::listen::Listener;
-use crate::poller::{Lease, Poller, Ready};
+use crate::poller::{Events, Lease, Poller, Ready};
 use crate::sched::{HANDOFF, Next, Sched};
 use crate::serve::Serve;
 use crate::spool::Spool;
@@ -239,6 +239,7 @@ impl<A: Application> Shared<A> {
     /// it, outside the lock.
     fn request_thread(&self, mut scratch: Scratch) {
         let mut found = Vec::new();
+        let mut events = Events::default();
         let mut sched = self.sched();
         let mut next = sched.next();
         loop {
@@ -255,7 +256,7 @@ impl<A: Application> Shared<A> {
                 }
                 Next::Poll => {
                     drop(sched);
-                    self.poller.wait(&mut found, &self.config);
+                    self.poller.wait(&mut found, &mut events, &self.config);
                     sched = self.sched();
                     sched.polled(found.drain(..));
                     sched.next()

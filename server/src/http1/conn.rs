@@ -168,9 +168,11 @@ struct Receiving {
 struct Responding {
     out: Outgoing,
     status: StatusCode,
-    /// The application's response: its record and hooks. `None` for an
-    /// answer the server made itself.
-    request: Option<(InFlight, CompletionHooks)>,
+    /// The application's request, for the thread's record while its body
+    /// is pulled and its hooks run; `None` for an answer the server made
+    /// itself.
+    request: Option<InFlight>,
+    hooks: CompletionHooks,
     then: Then,
     /// When what is in hand must have been written, set as the socket
     /// first stopped taking it.
@@ -410,10 +412,7 @@ impl Connection {
                         return After::Close;
                     }
                     Wrote::Done => match self.finish(cx, Outcome::Written) {
-                        Then::KeepAlive => {
-                            self.state = State::Idle;
-                            self.idle_since = Instant::now();
-                        }
+                        Then::KeepAlive => self.state = State::Idle,
                         Then::Close if self.input.is_empty() && !self.input_waiting() => {
                             return After::Close;
                         }
@@ -442,12 +441,8 @@ impl Connection {
                     match self.input.fill(&self.stream) {
                         Fill::Read { n, filled } => {
                             quota = quota.saturating_sub(n);
-                            if let State::Idle = self.state {
-                                self.state = State::Head {
-                                    rate: Rate::new(Instant::now()),
-                                    scan: HeadScan::default(),
-                                };
-                            }
+                            // A head that arrives whole is parsed in this job:
+                            // only one still arriving is timed (`advance`).
                             if let State::Head { rate, .. } = &mut self.state {
                                 rate.add(n);
                             }
@@ -665,7 +660,8 @@ impl Connection {
         self.state = State::Writing(Box::new(Responding {
             out: Outgoing::new(front, content, sent),
             status: parts.status,
-            request: request.map(|request| (request, hooks)),
+            request,
+            hooks,
             then,
             deadline: None,
         }));
@@ -749,12 +745,9 @@ impl Connection {
                 Want::Pull(stream) => {
                     let record = &cx.scratch.record;
                     let pull = AssertUnwindSafe(|| stream.next());
-                    let chunk = match &responding.request {
-                        Some((request, _)) => cx
-                            .service
-                            .run(request, record, || panic::catch_unwind(pull)),
-                        None => panic::catch_unwind(pull),
-                    };
+                    let chunk = cx.service.run(&mut responding.request, record, || {
+                        panic::catch_unwind(pull)
+                    });
                     // A panicking stream ends its response unfinished.
                     chunk.unwrap_or_else(|_| Some(Err(io::Error::other("the stream panicked"))))
                 }
@@ -775,7 +768,8 @@ impl Connection {
         let Responding {
             out,
             status,
-            request,
+            mut request,
+            hooks,
             then,
             ..
         } = *responding;
@@ -788,13 +782,15 @@ impl Connection {
         if cx.scratch.out.capacity() == 0 && outcome == Outcome::Written {
             cx.scratch.out = out.into_buffer();
         }
-        if let Some((request, hooks)) = request {
+        // Ends with the response, whenever the client let it.
+        self.idle_since = completion.finished;
+        if request.is_some() {
             let record = &cx.scratch.record;
             if !hooks.is_empty() {
                 let complete = AssertUnwindSafe(|| hooks.complete(&completion));
                 let _ = cx
                     .service
-                    .run(&request, record, || panic::catch_unwind(complete));
+                    .run(&mut request, record, || panic::catch_unwind(complete));
             }
             cx.service.finished(record);
         }

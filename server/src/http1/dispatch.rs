@@ -69,7 +69,12 @@ pub(crate) trait Service {
 
     /// Runs application code for a request after its call returned (a
     /// stream's next chunk, the completion hooks), as the call ran.
-    fn run<R>(&self, request: &InFlight, thread: &ThreadRecord, work: impl FnOnce() -> R) -> R;
+    fn run<R>(
+        &self,
+        request: &mut Option<InFlight>,
+        thread: &ThreadRecord,
+        work: impl FnOnce() -> R,
+    ) -> R;
 
     /// A request's response has been written, or given up.
     fn finished(&self, thread: &ThreadRecord);
