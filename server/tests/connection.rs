@@ -120,7 +120,7 @@ fn head_gets_the_length_but_no_body() {
 }
 
 #[test]
-fn sends_100_continue_only_when_the_body_is_read() {
+fn sends_100_continue_as_it_starts_receiving_and_not_when_the_body_came_anyway() {
     let server = spawn_server(echo, ConnConfig::default());
     let addr = server.addr();
     let mut stream = connect(addr);
@@ -132,6 +132,24 @@ fn sends_100_continue_only_when_the_body_is_read() {
     assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
     stream.write_all(b"data").unwrap();
     assert!(read_response(&mut stream).ends_with("\r\n\r\ndata"));
+    // A client that did not wait has no use for one: the answer comes first.
+    stream
+        .write_all(b"PUT /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nmore")
+        .unwrap();
+    let response = read_response(&mut stream);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    // A body over the limit is refused before the client sends it.
+    let small = ConnConfig {
+        max_body: Some(3),
+        ..ConnConfig::default()
+    };
+    let server = spawn_server(echo, small);
+    let mut stream = connect(server.addr());
+    stream
+        .write_all(b"PUT /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let answer = crate::support::read_to_close(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
 }
 
 #[test]
@@ -267,4 +285,39 @@ fn a_pipelined_burst_larger_than_the_buffer_is_answered_in_full() {
         assert!(read_response(&mut stream).ends_with("Hello, world!\n"));
     }
     writer.join().unwrap();
+}
+
+#[test]
+fn a_body_past_the_in_memory_size_is_spooled_and_one_past_the_spool_is_refused() {
+    let config = ConnConfig {
+        body_buffer_size: 1024,
+        spool_max_size: 64 * 1024,
+        ..ConnConfig::default()
+    };
+    let server = spawn_server(echo, config);
+    let mut stream = connect(server.addr());
+    let body: Vec<u8> = (0..40_000).map(|n| b'a' + (n % 26) as u8).collect();
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    let response = read_response(&mut stream);
+    assert!(
+        response.ends_with(std::str::from_utf8(&body).unwrap()),
+        "read back whole from the spool"
+    );
+    assert_eq!(server.held(), (0, 0), "the spool file went with the body");
+    // Two of them would not fit together; one larger than the spool never does.
+    let mut stream = connect(server.addr());
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 100000\r\n\r\n")
+        .unwrap();
+    let _ = stream.write_all(&[b'x'; 100_000]);
+    let answer = crate::support::read_to_close(&mut stream);
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
 }
