@@ -198,22 +198,18 @@ pub fn capturing_stacks<R>(take: TakeStack, call: impl FnOnce() -> R) -> R {
 type Site = (String, Option<Box<dyn Any + Send + Sync>>);
 
 thread_local! {
-    /// Inside a boundary's call on this thread.
-    static CATCHING: Cell<bool> = const { Cell::new(false) };
     static TAKE_STACK: Cell<Option<TakeStack>> = const { Cell::new(None) };
-    /// Where the last panic inside a boundary happened, and its stack.
+    /// Where the last panic on this thread happened, and its stack.
     static SITE: RefCell<Option<Site>> = const { RefCell::new(None) };
 }
 
 /// Calls `call` catching a panic, as a [`Panicked`] with the place (and,
-/// when asked for, the stack) the hook saw.
+/// when asked for, the stack) the hook saw. The success path touches no
+/// thread-local: the hook records every panic, and a site is read only
+/// after a panic was caught, by when the hook has written that panic's
+/// over any earlier one (one the application caught itself, say).
 fn catching(call: impl FnOnce() -> AppResult) -> AppResult {
-    let outer = CATCHING.with(|catching| catching.replace(true));
-    // A site left by a panic the application caught itself is not this
-    // call's.
-    SITE.with(|site| site.borrow_mut().take());
     let result = panic::catch_unwind(AssertUnwindSafe(call));
-    CATCHING.with(|catching| catching.set(outer));
     match result {
         Ok(result) => result,
         Err(payload) => {
@@ -230,20 +226,26 @@ fn catching(call: impl FnOnce() -> AppResult) -> AppResult {
 /// Installs the hook, once per process. `catch_unwind` hands back only the
 /// payload, by which time the stack that panicked is gone; the hook runs
 /// before the unwinding, so it records the place (and the stack, when
-/// asked) for the boundary on the same thread, then hands over to the hook
-/// that was there before (by default, the message on standard error).
+/// asked) on the panicking thread, for a boundary there to take, then
+/// hands over to the hook that was there before (by default, the message
+/// on standard error). Recording every panic costs a panic, never a
+/// request.
 fn install_hook() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
         let next = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if CATCHING.with(Cell::get) {
-                let location = info
-                    .location()
-                    .map_or_else(|| "an unknown place".to_owned(), ToString::to_string);
-                let stack = TAKE_STACK.with(Cell::get).map(|take| take());
-                SITE.with(|site| *site.borrow_mut() = Some((location, stack)));
-            }
+            let location = info
+                .location()
+                .map_or_else(|| "an unknown place".to_owned(), ToString::to_string);
+            let stack = TAKE_STACK.with(Cell::get).map(|take| take());
+            // A panic inside the hook's own recording (an allocation
+            // failing, say) must still reach the next hook.
+            let _ = SITE.try_with(|site| {
+                if let Ok(mut site) = site.try_borrow_mut() {
+                    *site = Some((location, stack));
+                }
+            });
             next(info);
         }));
     });
