@@ -298,12 +298,10 @@ impl Poller {
         let mut table = self.table();
         let open = table.len();
         let peak = self.peak.fetch_max(open, Ordering::Relaxed).max(open);
-        if peak >= BURST && open * 4 < peak {
-            // A burst has closed: the table and the allocator give its
-            // memory back, which the allocator would otherwise keep.
+        let burst_closed = peak >= BURST && open * 4 < peak;
+        if burst_closed {
             self.peak.store(open, Ordering::Relaxed);
             table.shrink_to_fit();
-            give_back_memory();
         }
         for (_, entry) in table.iter_mut() {
             let due = match &entry.state {
@@ -320,6 +318,13 @@ impl Poller {
                     token: entry.token,
                 }));
             }
+        }
+        drop(table);
+        if burst_closed {
+            // A burst has closed: the allocator gives its memory back,
+            // which it would otherwise keep; outside the table's lock,
+            // since that may take milliseconds.
+            give_back_memory();
         }
     }
 }

@@ -321,7 +321,7 @@ impl<A: Application> Shared<A> {
             match after {
                 // A stopping server closes what it owes nothing.
                 After::Wait if stopping && lease.connection.idle_while_stopping(SILENT_GRACE) => {
-                    return self.poller.close(lease);
+                    return self.close(lease);
                 }
                 After::Wait => match self.poller.give_back(lease) {
                     // An event came while it was being served.
@@ -333,17 +333,26 @@ impl<A: Application> Shared<A> {
                     self.sched().push(Ready::Connection(lease));
                     return;
                 }
-                After::Close => return self.poller.close(lease),
+                After::Close => return self.close(lease),
             }
         }
     }
     // ANCHOR_END: request_thread
+
+    /// Closes a connection. A response it held is dropped with it, and its
+    /// completion hooks, application code, run then: a panic in them must
+    /// not take the thread.
+    fn close(&self, lease: Lease) {
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| self.poller.close(lease)));
+    }
 
     fn accept(&self, index: usize) {
         let listener = &self.listeners[index];
         // SeqCst, paired with `stop` and `drain`: either the drain sees this
         // thread accepting and waits for it, or this thread sees the stop.
         self.accepting.fetch_add(1, Ordering::SeqCst);
+        // Counted down however accepting ends, even by a panic.
+        let _accepting = Accepting(&self.accepting);
         for _ in 0..ACCEPT_BATCH {
             if !self.accepts() {
                 break;
@@ -379,7 +388,6 @@ impl<A: Application> Shared<A> {
         if self.accepts() {
             self.poller.rearm_listener(index, listener);
         }
-        self.accepting.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Whether new connections are still taken: not stopping, and under
@@ -387,6 +395,15 @@ impl<A: Application> Shared<A> {
     fn accepts(&self) -> bool {
         !self.stopping.load(Ordering::SeqCst)
             && !self.limit.as_ref().is_some_and(|limit| limit.is_reached())
+    }
+}
+
+/// A thread inside `accept`, until dropped.
+struct Accepting<'a>(&'a AtomicUsize);
+
+impl Drop for Accepting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -417,8 +434,12 @@ impl<A: Application> Control for Shared<A> {
     }
 
     fn drain(&self) -> bool {
+        // `accepting` first: a thread that was accepting when it is read
+        // as zero has admitted its connection, and the count below has it;
+        // one that starts after has seen the stop and admits none.
+        let accepting = self.accepting.load(Ordering::SeqCst) > 0;
         self.poller.close_idle(SILENT_GRACE);
-        self.poller.open_connections() > 0 || self.accepting.load(Ordering::SeqCst) > 0
+        accepting || self.poller.open_connections() > 0
     }
 
     fn exit(&self) {

@@ -451,3 +451,53 @@ fn a_pull_is_on_its_requests_record_and_a_client_that_stops_reading_is_not() {
     assert!(server.oldest_in_flight().is_none());
     assert_eq!(server.requests_served(), served + 1, "counted once written");
 }
+
+#[test]
+fn a_request_behind_tcps_urgent_mark_is_still_served() {
+    // A read stops short at the urgent mark, which the connection takes
+    // for an empty socket: the sweep must find the request behind it.
+    let config = ConnConfig {
+        keepalive: Duration::from_millis(300),
+        ..patient()
+    };
+    let server = spawn_server_with_threads(hello, config, 1);
+    let mut stream = connect(server.addr());
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    socket2::SockRef::from(&stream)
+        .send_out_of_band(b"!")
+        .unwrap();
+    stream.write_all(b"GET /second HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_response(&mut stream).ends_with("Hello, world!\n"));
+    assert!(
+        read_response(&mut stream).ends_with("Hello, world!\n"),
+        "the request behind the mark"
+    );
+}
+
+#[test]
+fn a_refused_client_that_goes_on_sending_is_closed_when_its_lingering_ends() {
+    let config = ConnConfig {
+        max_body: Some(1024),
+        ..patient()
+    };
+    let server = spawn_server_with_threads(echo, config, 1);
+    let mut stream = connect(server.addr());
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nContent-Length: 100000000000\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let piece = vec![b'x'; 64 * 1024];
+    let closed = loop {
+        if stream.write_all(&piece).is_err() {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+    };
+    assert!(closed, "still reading its upload after 20 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "lingered for its answer"
+    );
+}

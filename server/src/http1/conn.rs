@@ -291,14 +291,18 @@ impl Connection {
         self.input.lend(&mut cx.scratch.read);
         let mut after = self.drive(cx, peer_closed);
         if !self.input.settle(&mut cx.scratch.read) {
-            // What is left of a head does not fit under the ceiling.
-            self.refuse(
-                cx,
-                StatusCode::SERVICE_UNAVAILABLE,
-                FULL.into(),
-                Then::Linger,
-            );
-            after = self.on_ready(cx, false);
+            // What is left over does not fit under the ceiling, and is
+            // dropped. Midway through a response, that is the next
+            // pipelined request: the connection ends after this response.
+            // Otherwise it is a head: refused.
+            match &mut self.state {
+                State::Writing(responding) => responding.then = Then::Close,
+                _ => {
+                    let full = StatusCode::SERVICE_UNAVAILABLE;
+                    self.refuse(cx, full, FULL.into(), Then::Linger);
+                    after = self.on_ready(cx, false);
+                }
+            }
         }
         after
     }
@@ -348,9 +352,12 @@ impl Connection {
                 } else {
                     config.keepalive
                 };
-                // A request that arrived just as its time ran out is
-                // about to be served.
-                now >= self.idle_since + wait && !self.input_waiting()
+                // Due whether or not input is waiting: a request that
+                // arrived just as its time ran out is served by `on_tick`,
+                // and so is one whose edge was missed (a read stops short
+                // at TCP's urgent mark, which the `drained` shortcut takes
+                // for an empty socket).
+                now >= self.idle_since + wait
             }
             State::Head { rate, .. } => {
                 rate.too_slow(now, config.min_request_rate, config.min_rate_grace)
@@ -419,7 +426,14 @@ impl Connection {
                         Then::Close | Then::Linger => self.linger(),
                     },
                 },
-                State::Lingering { .. } => return self.discard(&mut quota),
+                State::Lingering { until } => {
+                    // A client that keeps sending is never swept: the limit
+                    // is kept here too.
+                    if Instant::now() >= *until {
+                        return After::Close;
+                    }
+                    return self.discard(&mut quota);
+                }
                 State::Idle | State::Head { .. } | State::Body(_) => {
                     match self.advance(cx) {
                         Advance::Respond(incoming) => {
