@@ -8,20 +8,25 @@
 //! this before each fork.
 //!
 //! Its loop waits on a `signalfd`, on one Unix socket per worker and on the
-//! metrics endpoint's sockets, at least once a second, and then, in order:
-//! handles the signals that arrived, reads the workers' heartbeats (and
-//! their pages of metrics), reaps the workers that exited, moves scrapes on,
-//! aborts the stuck workers, and forks or retires workers until their
-//! number is right.
+//! metrics endpoint's sockets, at least once a second, turns what it found
+//! into events for the [`Supervisor`](crate::supervisor), which decides,
+//! and does what it was told: fork, signal, reload, upgrade, exit. It forks
+//! the first workers at once.
 //!
 //! | signal | the arbiter |
 //! |---|---|
-//! | `TERM` | stops gracefully: workers stop accepting and finish their requests, within `graceful_timeout`; exit 0 |
+//! | `TERM` | stops gracefully: closes its copies of the listeners; workers take what the listeners queued, close them, and finish their requests (each open connection's next response says `close`), within `graceful_timeout`; exit 0 |
 //! | `INT`, `QUIT` | stops quickly: workers exit without draining |
-//! | `HUP` | reloads: re-reads the settings, forks new workers, and retires the old ones once the new are ready |
+//! | `HUP` | reloads: re-reads the settings, forks new workers, and retires the old ones once the new are ready; if the new cannot boot, the old keep serving |
 //! | `TTIN`, `TTOU` | one worker more, or one fewer (never below one) |
+//! | `WINCH` | retires every worker and stays (after a `USR2`, before the old arbiter's `TERM`) |
 //! | `USR1` | reopens the log file, and has every worker do the same |
+//! | `USR2` | upgrades: starts the binary again by the path it was started with, handing it the listeners; the old arbiter serves on until told `TERM` (or `WINCH`) |
 //! | `CHLD` | reaps the workers that exited (and replaces them) |
+//! | `ALRM`, `PROF`, `VTALRM`, `IO`, `PWR`, `STKFLT`, `XCPU`, `XFSZ` | logged and ignored |
+//!
+//! Signals that report a fault (`SEGV`, `BUS`, `ILL`, `FPE`, `ABRT`, `SYS`,
+//! `TRAP`) stay fatal, and real-time signals keep their default.
 //!
 //! ```no_run
 //! use turnstile_core::{Request, Response};
@@ -38,20 +43,25 @@
 //! std::process::exit(code);
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::io::{self, Read as _, Write as _};
-use std::os::fd::AsFd;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork};
-use turnstile_core::{Application, Completion, Request, SharedApp, Worker};
+use nix::unistd::{ForkResult, Pid, fork, getppid};
+use turnstile_core::{Application, Completion, Panicked, Request, SharedApp, Worker};
 
 use crate::forwarded::TrustedProxies;
 use crate::hooks::{Hooks, RequestInfo, WorkerExit};
@@ -60,25 +70,16 @@ use crate::listen::{DEFAULT_BACKLOG, Listener};
 use crate::metrics::endpoint::Endpoint;
 use crate::metrics::exposition::{Exposition, Kind};
 use crate::metrics::process;
-use crate::worker::{self, Beat, WorkerSetup};
+use crate::protocol::{APP_LOAD_ERROR, Beat, round};
+use crate::supervisor::{Action, Ask, Event, Level, Settings, Sig, Supervisor, Upgrade};
+use crate::worker::{self, WorkerConfig, WorkerSetup};
 use crate::{InFlight, log};
 
-/// A worker's exit code when a hook or a per-process resource failed while
-/// it booted (Gunicorn's `WORKER_BOOT_ERROR`); the arbiter stops.
-pub const WORKER_BOOT_ERROR: i32 = 3;
-/// A worker's (or, under `preload`, the arbiter's) exit code when the
-/// application could not be built (Gunicorn's `APP_LOAD_ERROR`).
-pub const APP_LOAD_ERROR: i32 = 4;
-
-/// Workers that die before they are ready, in a row, before the arbiter
-/// gives up rather than fork in a loop.
-const MAX_BOOT_FAILURES: u32 = 5;
-/// Why a worker is replaced: it died unasked, it was aborted for its
-/// timeout, it served `max_requests`, or a reload replaced it.
-const RESTART_REASONS: [&str; 4] = ["exit", "timeout", "max_requests", "reload"];
-/// How long an aborted worker gets to report its stuck request before it
-/// is killed.
-const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// The environment variables an arbiter hands the one its `USR2` starts:
+/// the listening descriptors, the metrics endpoint's, and its own pid.
+const LISTEN_FDS_VAR: &str = "TURNSTILE_LISTEN_FDS";
+const METRICS_FD_VAR: &str = "TURNSTILE_METRICS_FD";
+const PARENT_VAR: &str = "TURNSTILE_UPGRADED_FROM";
 
 /// The arbiter's settings: Gunicorn's names, with its defaults.
 #[derive(Clone, Debug)]
@@ -114,6 +115,9 @@ pub struct ArbiterConfig {
     /// Whether each worker installs a Prometheus recorder after the fork
     /// ([`crate::metrics::install`]).
     pub metrics: bool,
+    /// `--pid`: the file the arbiter writes its pid to (an upgraded one
+    /// writes `FILE.2` until the arbiter before it is gone).
+    pub pidfile: Option<PathBuf>,
 }
 
 impl Default for ArbiterConfig {
@@ -131,6 +135,7 @@ impl Default for ArbiterConfig {
             trusted_proxies: TrustedProxies::default(),
             metrics_bind: None,
             metrics: false,
+            pidfile: None,
         }
     }
 }
@@ -243,7 +248,7 @@ impl Arbiter {
 
     /// Runs the server until it is stopped, and returns the exit code: 0
     /// after `TERM`, `INT` or `QUIT`; 2 when a listener cannot be bound;
-    /// [`WORKER_BOOT_ERROR`] or [`APP_LOAD_ERROR`] when workers cannot
+    /// [`WORKER_BOOT_ERROR`](crate::WORKER_BOOT_ERROR) or [`APP_LOAD_ERROR`] when workers cannot
     /// boot; 1 when the arbiter cannot fork safely.
     ///
     /// `app` builds the application: in each worker after the fork, or
@@ -256,6 +261,9 @@ impl Arbiter {
         A: Application,
         F: Fn() -> A,
     {
+        // Before anything changes them: what `USR2` starts again.
+        let start = StartContext::now();
+        let inherited = Inherited::take();
         let signals = match block_signals() {
             Ok(signals) => signals,
             Err(error) => {
@@ -273,7 +281,7 @@ impl Arbiter {
                 Err(panic) => {
                     log::critical(format_args!(
                         "the application failed to load: {}",
-                        panic_message(&*panic)
+                        Panicked::from_payload(&*panic).message()
                     ));
                     return APP_LOAD_ERROR;
                 }
@@ -281,17 +289,24 @@ impl Arbiter {
         } else {
             None
         };
-        let listeners = match bind(&self.config) {
+        let listeners = match bind(&self.config, &inherited) {
             Ok(listeners) => listeners,
             Err(error) => {
                 log::critical(format_args!("{error}"));
                 return 2;
             }
         };
-        let endpoint = match self.config.metrics_bind.as_deref().map(Endpoint::bind) {
-            None => None,
-            Some(Ok(endpoint)) => Some(endpoint),
-            Some(Err(error)) => {
+        let endpoint = match (&inherited.metrics, self.config.metrics_bind.as_deref()) {
+            (Some(listener), _) => listener
+                .try_clone()
+                .and_then(Endpoint::from_listener)
+                .map(Some),
+            (None, None) => Ok(None),
+            (None, Some(addr)) => Endpoint::bind(addr).map(Some),
+        };
+        let endpoint = match endpoint {
+            Ok(endpoint) => endpoint,
+            Err(error) => {
                 log::critical(format_args!(
                     "cannot serve metrics on {}: {error}",
                     self.config.metrics_bind.as_deref().unwrap_or_default()
@@ -299,6 +314,25 @@ impl Arbiter {
                 return 2;
             }
         };
+        drop(inherited.metrics);
+        let upgrade = Upgrade {
+            child: None,
+            parent: inherited.parent,
+        };
+        let pidfile = self
+            .config
+            .pidfile
+            .clone()
+            .map(|path| PidFile::new(path, upgrade));
+        if let Some(pidfile) = &pidfile
+            && let Err(error) = pidfile.write()
+        {
+            log::critical(format_args!(
+                "cannot write the pid file {}: {error}",
+                pidfile.current().display()
+            ));
+            return 2;
+        }
         let addresses: Vec<String> = listeners.iter().map(ToString::to_string).collect();
         if let Some(addr) = endpoint.as_ref().and_then(|e| e.local_addr().ok()) {
             println!("turnstile: metrics on http://{addr}/metrics");
@@ -308,55 +342,137 @@ impl Arbiter {
         }
         let _ = io::stdout().flush();
         log::info(format_args!(
-            "arbiter started (pid {}): {} worker(s) of {} thread(s) on {}",
+            "arbiter started (pid {}): {} worker(s) of {} thread(s) on {}{}",
             std::process::id(),
             self.config.workers,
             self.config.threads,
-            addresses.join(", ")
+            addresses.join(", "),
+            match upgrade.parent {
+                Some(parent) => format!(", upgrading the arbiter {parent}"),
+                None => String::new(),
+            }
         ));
         if let Some(when_ready) = &hooks.when_ready {
             when_ready(&addresses);
         }
-        let mut supervisor = Supervisor {
-            target: self.config.workers.max(1),
+        let mut shell = Shell {
+            supervisor: Supervisor::new(settings(&self.config), upgrade),
             config: self.config,
             hooks,
             listeners,
             signals: Some(signals),
             reload: self.reload,
-            workers: Vec::new(),
-            generation: 0,
-            stopping: None,
-            boot_failures: 0,
-            next_spawn: Instant::now(),
-            exit_code: 0,
+            links: Vec::new(),
             metrics: endpoint,
-            // Every reason from the start, so a rate over them is defined
-            // before the first restart.
-            restarts: RESTART_REASONS.iter().map(|reason| (*reason, 0)).collect(),
+            start,
+            pidfile,
         };
         let make_app = || match &preloaded {
             Some(app) => app.clone(),
             None => SharedApp::new(app()),
         };
-        supervisor.supervise(&make_app);
-        for listener in &supervisor.listeners {
-            listener.remove_socket_file();
+        let code = shell.supervise(&make_app);
+        if let Some(pidfile) = &shell.pidfile {
+            pidfile.remove();
         }
-        if let Some(on_exit) = &supervisor.hooks.on_exit {
+        if let Some(on_exit) = &shell.hooks.on_exit {
             on_exit();
         }
-        log::info(format_args!("arbiter exiting ({})", supervisor.exit_code));
-        supervisor.exit_code
+        code
     }
 }
 
-/// Binds the configured listeners, or takes systemd's.
-fn bind(config: &ArbiterConfig) -> Result<Vec<Listener>, String> {
-    let inherited = Listener::from_systemd()
+/// The supervisor's settings out of the arbiter's.
+fn settings(config: &ArbiterConfig) -> Settings {
+    Settings {
+        workers: config.workers,
+        timeout: config.timeout,
+        graceful_timeout: config.graceful_timeout,
+    }
+}
+
+/// How this process was started, for `USR2` to start it again: by the
+/// path it was started with, so that a replaced file is the one that runs.
+#[derive(Debug)]
+struct StartContext {
+    argv: Vec<OsString>,
+    cwd: Option<PathBuf>,
+}
+
+impl StartContext {
+    fn now() -> Self {
+        Self {
+            argv: std::env::args_os().collect(),
+            cwd: std::env::current_dir().ok(),
+        }
+    }
+}
+
+/// What the arbiter before this one handed over (`USR2`), taken out of the
+/// environment so that workers and the application do not see it.
+#[derive(Debug, Default)]
+struct Inherited {
+    listeners: Vec<RawFd>,
+    metrics: Option<TcpListener>,
+    parent: Option<u32>,
+}
+
+impl Inherited {
+    fn take() -> Self {
+        let vars = [LISTEN_FDS_VAR, METRICS_FD_VAR, PARENT_VAR].map(|name| {
+            let value = std::env::var(name).ok();
+            if value.is_some() {
+                // SAFETY: the arbiter has one thread here (run's contract),
+                // so nothing reads the environment as it changes.
+                #[allow(unsafe_code)]
+                unsafe {
+                    std::env::remove_var(name);
+                }
+            }
+            value
+        });
+        let [fds, metrics, parent] = vars;
+        let number = |text: &str| text.trim().parse::<RawFd>().ok().filter(|fd| *fd >= 0);
+        Self {
+            listeners: fds
+                .iter()
+                .flat_map(|fds| fds.split(','))
+                .filter_map(number)
+                .collect(),
+            metrics: metrics.as_deref().and_then(number).and_then(|fd| {
+                // Owned only once it is known to be open.
+                Path::new(&format!("/proc/self/fd/{fd}")).exists().then(|| {
+                    // SAFETY: the descriptor is open (checked) and was
+                    // handed to this process to own by the arbiter before
+                    // it; nothing else here uses it.
+                    #[allow(unsafe_code)]
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    let _ = fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+                    TcpListener::from(owned)
+                })
+            }),
+            parent: parent.and_then(|pid| pid.trim().parse().ok()),
+        }
+    }
+}
+
+/// Takes the listeners the arbiter before this one passed, or systemd's,
+/// or binds the configured ones.
+fn bind(config: &ArbiterConfig, inherited: &Inherited) -> Result<Vec<Listener>, String> {
+    if !inherited.listeners.is_empty() {
+        return inherited
+            .listeners
+            .iter()
+            .map(|fd| {
+                Listener::inherit_owned(*fd)
+                    .map_err(|e| format!("cannot use the socket the arbiter before passed: {e}"))
+            })
+            .collect();
+    }
+    let from_systemd = Listener::from_systemd()
         .map_err(|e| format!("cannot use the sockets systemd passed: {e}"))?;
-    if !inherited.is_empty() {
-        return Ok(inherited);
+    if !from_systemd.is_empty() {
+        return Ok(from_systemd);
     }
     config
         .binds
@@ -368,89 +484,125 @@ fn bind(config: &ArbiterConfig) -> Result<Vec<Listener>, String> {
         .collect()
 }
 
-/// The signals the arbiter acts on, blocked so that they queue on a
-/// `signalfd` instead of interrupting; workers inherit the mask and take
-/// their own.
+/// The signals the arbiter takes: every one whose default would end or
+/// stop it, but those that report a fault. Blocked, so that they queue on
+/// a `signalfd` instead of interrupting; workers set their own mask.
+const TAKEN: [Signal; 18] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCHLD,
+    Signal::SIGALRM,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGPWR,
+    Signal::SIGSTKFLT,
+    Signal::SIGXCPU,
+    Signal::SIGXFSZ,
+];
+
 fn block_signals() -> nix::Result<SignalFd> {
     let mut mask = SigSet::empty();
-    for signal in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGTTIN,
-        Signal::SIGTTOU,
-        Signal::SIGUSR1,
-        Signal::SIGCHLD,
-    ] {
+    for signal in TAKEN {
         mask.add(signal);
     }
     mask.thread_block()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
-/// How the arbiter is stopping: gracefully (workers drain) or quickly
-/// (workers exit at once); workers left at `deadline` are killed.
-#[derive(Clone, Copy, Debug)]
-struct Stopping {
-    quick: bool,
-    deadline: Instant,
-}
-
-/// How long the arbiter's loop, and a worker's, waits between rounds.
-pub(crate) fn round(timeout: Duration) -> Duration {
-    if timeout.is_zero() {
-        Duration::from_secs(1)
-    } else {
-        (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+/// A signal, as the supervisor knows it.
+fn sig(signal: Signal) -> Sig {
+    match signal {
+        Signal::SIGTERM => Sig::Term,
+        Signal::SIGINT => Sig::Int,
+        Signal::SIGQUIT => Sig::Quit,
+        Signal::SIGHUP => Sig::Hup,
+        Signal::SIGTTIN => Sig::Ttin,
+        Signal::SIGTTOU => Sig::Ttou,
+        Signal::SIGUSR1 => Sig::Usr1,
+        Signal::SIGUSR2 => Sig::Usr2,
+        Signal::SIGWINCH => Sig::Winch,
+        Signal::SIGCHLD => Sig::Chld,
+        other => Sig::Other(other.as_str()),
     }
 }
 
-/// A worker process, as the arbiter knows it.
-struct WorkerProcess {
+/// The pid file (`--pid`), with Gunicorn's names: an upgraded arbiter
+/// writes `FILE.2`, and renames it `FILE` once the arbiter before it is
+/// gone.
+#[derive(Debug)]
+struct PidFile {
+    path: PathBuf,
+    provisional: bool,
+}
+
+impl PidFile {
+    fn new(path: PathBuf, upgrade: Upgrade) -> Self {
+        Self {
+            path,
+            provisional: upgrade.parent.is_some(),
+        }
+    }
+
+    fn current(&self) -> PathBuf {
+        if self.provisional {
+            let mut name = self.path.clone().into_os_string();
+            name.push(".2");
+            PathBuf::from(name)
+        } else {
+            self.path.clone()
+        }
+    }
+
+    fn write(&self) -> io::Result<()> {
+        // Written aside and renamed, so a reader never sees half a pid.
+        let path = self.current();
+        let mut aside = path.clone().into_os_string();
+        aside.push(".tmp");
+        std::fs::write(&aside, format!("{}\n", std::process::id()))?;
+        std::fs::rename(&aside, &path)
+    }
+
+    fn promote(&mut self) -> io::Result<()> {
+        let provisional = self.current();
+        self.provisional = false;
+        std::fs::rename(provisional, &self.path)
+    }
+
+    /// Removes it if it still names this process (an upgraded arbiter may
+    /// have taken the name since).
+    fn remove(&self) {
+        let path = self.current();
+        let ours = std::fs::read_to_string(&path)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A worker process, as the shell knows it: its socket and its pages.
+struct WorkerLink {
     worker: Worker,
-    generation: u64,
     /// Its socket: heartbeats and pages in, questions out. Non-blocking.
     channel: UnixStream,
     unread: Vec<u8>,
-    ready: bool,
-    last_beat: Instant,
-    /// The oldest request at the last beat: its age then, and its name.
-    oldest: Option<(Duration, String)>,
-    /// Since when it has been asked to finish.
-    retiring: Option<Instant>,
-    /// Since when it has been aborted for its timeout.
-    aborted: Option<Instant>,
-    killed: bool,
-    /// Why it is being replaced, when it is (`reload`, `max_requests`).
-    replaced_for: Option<&'static str>,
     /// Its latest page of metrics.
     metrics: Option<Exposition>,
     /// The arbiter's question it has not answered yet.
     asked: Option<u64>,
 }
 
-impl WorkerProcess {
+impl WorkerLink {
     fn pid(&self) -> Pid {
         Pid::from_raw(self.worker.pid as i32)
-    }
-
-    fn signal(&self, signal: Signal) {
-        let _ = kill(self.pid(), signal);
-    }
-
-    fn retire(&mut self) {
-        if self.retiring.is_none() {
-            self.retiring = Some(Instant::now());
-            self.signal(Signal::SIGTERM);
-        }
-    }
-
-    fn kill(&mut self) {
-        if !self.killed {
-            self.killed = true;
-            self.signal(Signal::SIGKILL);
-        }
     }
 
     /// Reads the messages waiting on its socket.
@@ -491,55 +643,115 @@ impl WorkerProcess {
     }
 }
 
-struct Supervisor {
+/// The arbiter's hands: it waits, reads, forks and signals, and the
+/// supervisor decides.
+struct Shell {
+    supervisor: Supervisor,
     config: ArbiterConfig,
     hooks: Arc<Hooks>,
     listeners: Vec<Listener>,
     /// `None` in a worker, which takes its own.
     signals: Option<SignalFd>,
     reload: Option<Reload>,
-    workers: Vec<WorkerProcess>,
-    /// Bumped by each reload; workers of older generations are retired
-    /// once enough of the newest are ready.
-    generation: u64,
-    /// Workers wanted (`TTIN`/`TTOU` move it).
-    target: usize,
-    stopping: Option<Stopping>,
-    boot_failures: u32,
-    next_spawn: Instant,
-    exit_code: i32,
+    links: Vec<WorkerLink>,
     /// The `--metrics-bind` endpoint.
     metrics: Option<Endpoint>,
-    /// Workers replaced, by reason.
-    restarts: BTreeMap<&'static str, u64>,
+    start: StartContext,
+    pidfile: Option<PidFile>,
 }
 
-impl Supervisor {
+impl Shell {
     // ANCHOR: supervise
-    fn supervise(&mut self, app: &dyn Fn() -> SharedApp) {
+    /// Runs until the supervisor says exit, and returns the code.
+    fn supervise(&mut self, app: &dyn Fn() -> SharedApp) -> i32 {
+        // The first round is now: the first workers are forked at once.
+        let mut events = VecDeque::from([Event::Round]);
         loop {
+            while let Some(event) = events.pop_front() {
+                for action in self.supervisor.on(Instant::now(), event) {
+                    if let Some(code) = self.act(action, app, &mut events) {
+                        return code;
+                    }
+                }
+            }
             self.wait();
-            for signal in self.take_signals() {
-                self.handle(signal);
+            events.extend(self.take_signals().into_iter().map(Event::Signal));
+            events.extend(self.read_beats());
+            events.extend(self.reap());
+            if let Some(parent) = self.supervisor.upgrade().parent
+                && getppid().as_raw() as u32 != parent
+            {
+                events.push_back(Event::ParentGone);
             }
-            self.read_beats();
-            self.reap();
             self.serve_metrics();
-            if let Some(stopping) = self.stopping {
-                if self.workers.is_empty() {
-                    return;
-                }
-                if Instant::now() >= stopping.deadline {
-                    self.kill_stragglers();
-                }
-                continue;
-            }
-            self.abort_stuck();
-            self.kill_overdue();
-            self.manage(app);
+            events.push_back(Event::Round);
         }
     }
     // ANCHOR_END: supervise
+
+    /// Does what the supervisor decided; what it leads to (a fork's pid, a
+    /// reload's settings) is a new event. Returns the exit code to exit
+    /// with.
+    fn act(
+        &mut self,
+        action: Action,
+        app: &dyn Fn() -> SharedApp,
+        events: &mut VecDeque<Event>,
+    ) -> Option<i32> {
+        match action {
+            Action::Spawn { id } => events.push_back(self.spawn(id, app)),
+            Action::Ask { pid, ask } => {
+                let signal = match ask {
+                    Ask::Retire => Signal::SIGTERM,
+                    Ask::Quit => Signal::SIGQUIT,
+                    Ask::Abort => Signal::SIGABRT,
+                    Ask::Kill => Signal::SIGKILL,
+                    Ask::ReopenLogs => Signal::SIGUSR1,
+                };
+                let _ = kill(Pid::from_raw(pid as i32), signal);
+            }
+            Action::Log(level, message) => match level {
+                Level::Info => log::info(format_args!("{message}")),
+                Level::Warning => log::warning(format_args!("{message}")),
+                Level::Critical => log::critical(format_args!("{message}")),
+            },
+            Action::ReopenLogs => {
+                if let Err(error) = log::reopen() {
+                    eprintln!("turnstile: cannot reopen the log file: {error}");
+                }
+            }
+            Action::Reload => events.push_back(Event::Reloaded(self.reload())),
+            Action::Upgrade => events.push_back(match self.upgrade() {
+                Ok(pid) => Event::Upgraded { pid },
+                Err(error) => Event::UpgradeFailed {
+                    error: error.to_string(),
+                },
+            }),
+            Action::CloseListeners { unlink } => {
+                for listener in self.listeners.drain(..) {
+                    if unlink {
+                        listener.remove_socket_file();
+                    }
+                }
+            }
+            Action::RestorePidFile => {
+                if let Some(pidfile) = &self.pidfile
+                    && let Err(error) = pidfile.write()
+                {
+                    log::warning(format_args!("cannot write the pid file again: {error}"));
+                }
+            }
+            Action::PromotePidFile => {
+                if let Some(pidfile) = &mut self.pidfile
+                    && let Err(error) = pidfile.promote()
+                {
+                    log::warning(format_args!("cannot rename the pid file: {error}"));
+                }
+            }
+            Action::Exit(code) => return Some(code),
+        }
+        None
+    }
 
     /// Waits for a signal, a worker's message or a scrape, or until the
     /// next round.
@@ -548,14 +760,18 @@ impl Supervisor {
             .signals
             .iter()
             .map(AsFd::as_fd)
-            .chain(self.workers.iter().map(|w| w.channel.as_fd()))
+            .chain(self.links.iter().map(|w| w.channel.as_fd()))
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
+        let now = Instant::now();
         let mut wait = round(self.config.timeout);
+        if let Some(deadline) = self.supervisor.next_deadline() {
+            wait = wait.min(deadline.saturating_duration_since(now));
+        }
         if let Some(endpoint) = &self.metrics {
             fds.extend(endpoint.poll_fds());
             if let Some(deadline) = endpoint.next_deadline() {
-                wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+                wait = wait.min(deadline.saturating_duration_since(now));
             }
         }
         // Rounded up, so a deadline is not polled for in a loop of zeros.
@@ -563,6 +779,145 @@ impl Supervisor {
         let timeout = PollTimeout::try_from(millis as u64).unwrap_or(PollTimeout::MAX);
         let _ = poll(&mut fds, timeout);
     }
+
+    fn take_signals(&self) -> Vec<Sig> {
+        let mut signals = Vec::new();
+        while let Some(Ok(Some(info))) = self.signals.as_ref().map(SignalFd::read_signal) {
+            if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
+                signals.push(sig(signal));
+            }
+        }
+        signals
+    }
+
+    /// The workers' messages: pages are kept here, the rest go to the
+    /// supervisor.
+    fn read_beats(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        for link in &mut self.links {
+            for beat in link.read_messages() {
+                if let Beat::Metrics { answers, page } = &beat {
+                    link.take_page(*answers, page);
+                }
+                events.push(Event::Message {
+                    pid: link.worker.pid,
+                    beat,
+                });
+            }
+        }
+        events
+    }
+
+    fn reap(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            let (pid, exit) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, WorkerExit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                    (pid, WorkerExit::Signal(signal as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return events,
+                Ok(_) => continue,
+            };
+            events.push(Event::Exited {
+                pid: pid.as_raw() as u32,
+                exit,
+            });
+            let Some(index) = self.links.iter().position(|w| w.pid() == pid) else {
+                continue;
+            };
+            let mut link = self.links.remove(index);
+            // ANCHOR: fold
+            // Its last messages (the page it sent as it exited) are still
+            // in the socket.
+            for beat in link.read_messages() {
+                if let Beat::Metrics { answers, page } = beat {
+                    link.take_page(answers, &page);
+                }
+            }
+            if let (Some(endpoint), Some(metrics)) = (&mut self.metrics, &link.metrics) {
+                endpoint.retired.add(&metrics.cumulative());
+            }
+            // ANCHOR_END: fold
+            if let Some(child_exit) = &self.hooks.child_exit {
+                child_exit(link.worker, exit);
+            }
+        }
+    }
+
+    /// Re-reads the settings, keeping what a reload cannot change.
+    fn reload(&mut self) -> Result<Settings, String> {
+        let _ = log::reopen();
+        let Some(reload) = &mut self.reload else {
+            return Ok(settings(&self.config));
+        };
+        let config = reload()?;
+        if config.binds != self.config.binds
+            || config.backlog != self.config.backlog
+            || config.metrics_bind != self.config.metrics_bind
+            || config.pidfile != self.config.pidfile
+        {
+            log::warning(format_args!(
+                "HUP: the binds, backlog, metrics bind and pid file are kept; restart to change them"
+            ));
+        }
+        self.config = ArbiterConfig {
+            binds: self.config.binds.clone(),
+            backlog: self.config.backlog,
+            metrics_bind: self.config.metrics_bind.clone(),
+            pidfile: self.config.pidfile.clone(),
+            ..config
+        };
+        Ok(settings(&self.config))
+    }
+
+    // ANCHOR: upgrade
+    /// Starts the binary again, by the path and arguments it was started
+    /// with, handing it the listening sockets (the metrics endpoint's too).
+    /// It starts as this arbiter's child, with an empty signal mask (the
+    /// standard library's spawn resets it before `exec`).
+    fn upgrade(&mut self) -> io::Result<u32> {
+        let (program, args) = self
+            .start
+            .argv
+            .split_first()
+            .ok_or_else(|| io::Error::other("the arbiter's command line is unknown"))?;
+        let passed: Vec<BorrowedFd<'_>> = self
+            .listeners
+            .iter()
+            .map(AsFd::as_fd)
+            .chain(self.metrics.as_ref().map(|e| e.listener().as_fd()))
+            .collect();
+        let listen_fds: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| l.as_fd().as_raw_fd().to_string())
+            .collect();
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env(LISTEN_FDS_VAR, listen_fds.join(","))
+            .env(PARENT_VAR, std::process::id().to_string())
+            // systemd's sockets, if any, are passed as ours.
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID");
+        if let Some(endpoint) = &self.metrics {
+            command.env(METRICS_FD_VAR, endpoint.listener().as_raw_fd().to_string());
+        }
+        if let Some(cwd) = &self.start.cwd {
+            command.current_dir(cwd);
+        }
+        // Inherited across `exec` only for the spawn.
+        for fd in &passed {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+        }
+        let spawned = command.spawn();
+        for fd in &passed {
+            let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        }
+        Ok(spawned?.id())
+    }
+    // ANCHOR_END: upgrade
 
     // ANCHOR: serve_metrics
     /// Moves scrapes on: asks the workers for their pages when one arrives,
@@ -574,17 +929,17 @@ impl Supervisor {
             return;
         };
         if let Some(question) = endpoint.progress() {
-            for worker in &mut self.workers {
-                if worker.ready && worker.retiring.is_none() && worker.aborted.is_none() {
-                    worker.ask(question);
+            for link in &mut self.links {
+                if self.supervisor.is_serving(link.worker.pid) {
+                    link.ask(question);
                 }
             }
         }
-        let answered = self.workers.iter().all(|worker| worker.asked.is_none());
+        let answered = self.links.iter().all(|link| link.asked.is_none());
         if endpoint.collecting.is_some() && (answered || endpoint.collection_overdue()) {
             let page = self.page();
-            for worker in &mut self.workers {
-                worker.asked = None;
+            for link in &mut self.links {
+                link.asked = None;
             }
             if let Some(endpoint) = &mut self.metrics {
                 endpoint.answer(&page);
@@ -600,7 +955,7 @@ impl Supervisor {
             .as_ref()
             .map(|endpoint| endpoint.retired.clone())
             .unwrap_or_default();
-        for metrics in self.workers.iter().filter_map(|w| w.metrics.as_ref()) {
+        for metrics in self.links.iter().filter_map(|w| w.metrics.as_ref()) {
             page.add(metrics);
         }
         page.set(
@@ -608,9 +963,9 @@ impl Supervisor {
             Kind::Gauge,
             "Worker processes alive.",
             &[],
-            self.workers.len() as f64,
+            self.supervisor.worker_count() as f64,
         );
-        for (reason, count) in &self.restarts {
+        for (reason, count) in self.supervisor.restarts() {
             page.set(
                 "turnstile_worker_restarts_total",
                 Kind::Counter,
@@ -622,8 +977,8 @@ impl Supervisor {
         // The whole server's figures: the arbiter, its workers, and the CPU
         // time of the workers already reaped, so it never goes backwards.
         let mut total = process::Stats::of(std::process::id()).unwrap_or_default();
-        for worker in &self.workers {
-            if let Some(stats) = process::Stats::of(worker.worker.pid) {
+        for link in &self.links {
+            if let Some(stats) = process::Stats::of(link.worker.pid) {
                 total.cpu_seconds += stats.cpu_seconds;
                 total.resident_bytes += stats.resident_bytes;
                 total.open_fds += stats.open_fds;
@@ -635,379 +990,8 @@ impl Supervisor {
     }
     // ANCHOR_END: serve_metrics
 
-    fn take_signals(&self) -> Vec<Signal> {
-        let mut signals = Vec::new();
-        while let Some(Ok(Some(info))) = self.signals.as_ref().map(SignalFd::read_signal) {
-            if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
-                signals.push(signal);
-            }
-        }
-        signals
-    }
-
-    fn handle(&mut self, signal: Signal) {
-        let now = Instant::now();
-        match signal {
-            Signal::SIGTERM if self.stopping.is_none() => {
-                log::info(format_args!("TERM: stopping gracefully"));
-                self.stopping = Some(Stopping {
-                    quick: false,
-                    deadline: now + self.config.graceful_timeout,
-                });
-                for worker in &mut self.workers {
-                    worker.retire();
-                }
-            }
-            Signal::SIGINT | Signal::SIGQUIT if !self.stopping.is_some_and(|s| s.quick) => {
-                log::info(format_args!("{}: stopping quickly", signal.as_str()));
-                self.stop_quickly();
-            }
-            Signal::SIGHUP if self.stopping.is_none() => self.reload(),
-            Signal::SIGTTIN => {
-                self.target += 1;
-                log::info(format_args!("TTIN: now {} worker(s)", self.target));
-            }
-            Signal::SIGTTOU => {
-                self.target = (self.target - 1).max(1);
-                log::info(format_args!("TTOU: now {} worker(s)", self.target));
-            }
-            Signal::SIGUSR1 => {
-                if let Err(error) = log::reopen() {
-                    eprintln!("turnstile: cannot reopen the log file: {error}");
-                }
-                log::info(format_args!("USR1: log files reopened"));
-                for worker in &self.workers {
-                    worker.signal(Signal::SIGUSR1);
-                }
-            }
-            // CHLD: reaping happens every round.
-            _ => {}
-        }
-    }
-
-    fn reload(&mut self) {
-        if let Some(reload) = &mut self.reload {
-            match reload() {
-                Ok(config) => {
-                    if config.binds != self.config.binds
-                        || config.backlog != self.config.backlog
-                        || config.metrics_bind != self.config.metrics_bind
-                    {
-                        log::warning(format_args!(
-                            "HUP: the binds, backlog and metrics bind are kept; restart to change them"
-                        ));
-                    }
-                    self.config = ArbiterConfig {
-                        binds: self.config.binds.clone(),
-                        backlog: self.config.backlog,
-                        metrics_bind: self.config.metrics_bind.clone(),
-                        ..config
-                    };
-                }
-                Err(error) => {
-                    log::warning(format_args!(
-                        "HUP: the settings are not valid, nothing reloaded: {error}"
-                    ));
-                    return;
-                }
-            }
-        }
-        let _ = log::reopen();
-        self.generation += 1;
-        self.target = self.config.workers.max(1);
-        log::info(format_args!(
-            "HUP: reloading: starting {} new worker(s)",
-            self.target
-        ));
-    }
-
-    fn read_beats(&mut self) {
-        let now = Instant::now();
-        for worker in &mut self.workers {
-            for beat in worker.read_messages() {
-                worker.last_beat = now;
-                match beat {
-                    Beat::Metrics { answers, page } => worker.take_page(answers, &page),
-                    Beat::Ready => {
-                        worker.ready = true;
-                        self.boot_failures = 0;
-                        log::info(format_args!(
-                            "worker {} (pid {}) ready",
-                            worker.worker.id, worker.worker.pid
-                        ));
-                    }
-                    Beat::Alive { oldest } => worker.oldest = oldest,
-                    Beat::Retiring => {
-                        // It retires itself (max requests): replace it now,
-                        // while it drains.
-                        worker.retiring.get_or_insert(now);
-                        worker.replaced_for.get_or_insert("max_requests");
-                    }
-                }
-            }
-        }
-    }
-
-    fn reap(&mut self) {
-        loop {
-            let (pid, exit) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, WorkerExit::Code(code)),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    (pid, WorkerExit::Signal(signal as i32))
-                }
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
-            };
-            // Not one of ours (the arbiter may be pid 1 in a container).
-            let Some(index) = self.workers.iter().position(|w| w.pid() == pid) else {
-                continue;
-            };
-            let mut worker = self.workers.remove(index);
-            // ANCHOR: fold
-            // Its last messages (the page it sent as it exited) are still
-            // in the socket.
-            for beat in worker.read_messages() {
-                if let Beat::Metrics { answers, page } = beat {
-                    worker.take_page(answers, &page);
-                }
-            }
-            if let (Some(endpoint), Some(metrics)) = (&mut self.metrics, &worker.metrics) {
-                endpoint.retired.add(&metrics.cumulative());
-            }
-            // ANCHOR_END: fold
-            self.exited(&worker, exit);
-            if let Some(child_exit) = &self.hooks.child_exit {
-                child_exit(worker.worker, exit);
-            }
-        }
-    }
-
-    fn exited(&mut self, worker: &WorkerProcess, exit: WorkerExit) {
-        let Worker { id, pid } = worker.worker;
-        let how = match exit {
-            WorkerExit::Code(code) => format!("exited with code {code}"),
-            WorkerExit::Signal(signal) => match Signal::try_from(signal) {
-                Ok(signal) => format!("was killed by {}", signal.as_str()),
-                Err(_) => format!("was killed by signal {signal}"),
-            },
-        };
-        if self.stopping.is_none() {
-            let reason = match worker.aborted {
-                Some(_) => Some("timeout"),
-                None if worker.retiring.is_none() => Some("exit"),
-                None => worker.replaced_for,
-            };
-            if let Some(reason) = reason {
-                *self.restarts.entry(reason).or_default() += 1;
-            }
-        }
-        if self.stopping.is_some() || (worker.retiring.is_some() && exit == WorkerExit::Code(0)) {
-            log::info(format_args!("worker {id} (pid {pid}) {how}"));
-            return;
-        }
-        if worker.ready {
-            log::warning(format_args!("worker {id} (pid {pid}) {how}; replacing it"));
-            return;
-        }
-        // It died while booting.
-        let code = match exit {
-            WorkerExit::Code(code @ (WORKER_BOOT_ERROR | APP_LOAD_ERROR)) => Some(code),
-            _ => None,
-        };
-        let old_generation_serving = self
-            .workers
-            .iter()
-            .any(|w| w.generation < self.generation && w.ready && w.retiring.is_none());
-        if code.is_some() && old_generation_serving {
-            log::critical(format_args!(
-                "worker {id} (pid {pid}) {how} while booting: the reload failed; \
-                 the workers from before it keep serving"
-            ));
-            self.abandon_reload();
-            return;
-        }
-        self.boot_failures += 1;
-        if let Some(code) = code {
-            log::critical(format_args!(
-                "worker {id} (pid {pid}) {how} while booting: {}; stopping",
-                if code == APP_LOAD_ERROR {
-                    "the application failed to load"
-                } else {
-                    "the worker failed to boot"
-                }
-            ));
-            self.halt(code);
-        } else if self.boot_failures >= MAX_BOOT_FAILURES {
-            log::critical(format_args!(
-                "worker {id} (pid {pid}) {how} while booting, the {MAX_BOOT_FAILURES}th in a row; stopping"
-            ));
-            self.halt(WORKER_BOOT_ERROR);
-        } else {
-            let delay = Duration::from_millis(100) * 2u32.pow(self.boot_failures);
-            log::warning(format_args!(
-                "worker {id} (pid {pid}) {how} while booting; retrying in {} ms",
-                delay.as_millis()
-            ));
-            self.next_spawn = Instant::now() + delay;
-        }
-    }
-
-    /// Goes back to the generation before the reload, and retires the
-    /// workers started for it.
-    fn abandon_reload(&mut self) {
-        let failed = self.generation;
-        self.generation = self
-            .workers
-            .iter()
-            .filter(|w| w.generation < failed)
-            .map(|w| w.generation)
-            .max()
-            .unwrap_or(0);
-        for worker in self.workers.iter_mut().filter(|w| w.generation == failed) {
-            worker.retire();
-        }
-    }
-
-    fn halt(&mut self, code: i32) {
-        self.exit_code = code;
-        self.stop_quickly();
-    }
-
-    fn stop_quickly(&mut self) {
-        self.stopping = Some(Stopping {
-            quick: true,
-            deadline: Instant::now() + self.config.graceful_timeout,
-        });
-        for worker in &self.workers {
-            worker.signal(Signal::SIGQUIT);
-        }
-    }
-
-    /// Kills the workers still running at the stop's deadline.
-    fn kill_stragglers(&mut self) {
-        let left = self.workers.iter().filter(|w| !w.killed).count();
-        if left == 0 {
-            return;
-        }
-        log::warning(format_args!(
-            "{left} worker(s) still running after graceful_timeout: killing them"
-        ));
-        for worker in &mut self.workers {
-            worker.kill();
-        }
-    }
-
-    /// Aborts the workers past their timeout, and kills those that did not
-    /// exit once aborted.
-    fn abort_stuck(&mut self) {
-        let timeout = self.config.timeout;
-        if timeout.is_zero() {
-            return;
-        }
-        let now = Instant::now();
-        for worker in &mut self.workers {
-            if let Some(aborted) = worker.aborted {
-                if now >= aborted + ABORT_GRACE {
-                    worker.kill();
-                }
-                continue;
-            }
-            let silent = now - worker.last_beat;
-            let stuck = worker
-                .oldest
-                .as_ref()
-                .map(|(age, request)| (*age + silent, request))
-                .filter(|(age, _)| *age > timeout);
-            let Worker { id, pid } = worker.worker;
-            if let Some((age, request)) = stuck {
-                log::critical(format_args!(
-                    "WORKER TIMEOUT: worker {id} (pid {pid}) has served {request} for {:.1} s \
-                     (timeout {} s); aborting it",
-                    age.as_secs_f64(),
-                    timeout.as_secs()
-                ));
-            } else if silent > timeout {
-                log::critical(format_args!(
-                    "WORKER TIMEOUT: worker {id} (pid {pid}) sent no heartbeat for {:.1} s \
-                     (timeout {} s); aborting it",
-                    silent.as_secs_f64(),
-                    timeout.as_secs()
-                ));
-            } else {
-                continue;
-            }
-            worker.aborted = Some(now);
-            worker.signal(Signal::SIGABRT);
-        }
-    }
-
-    /// Kills retiring workers still draining after `graceful_timeout`.
-    fn kill_overdue(&mut self) {
-        let limit = self.config.graceful_timeout;
-        for worker in &mut self.workers {
-            if worker.retiring.is_some_and(|since| since.elapsed() > limit) && !worker.killed {
-                log::warning(format_args!(
-                    "worker {} (pid {}) still draining after graceful_timeout; killing it",
-                    worker.worker.id, worker.worker.pid
-                ));
-                worker.kill();
-            }
-        }
-    }
-
-    /// Forks or retires workers until the newest generation has `target`
-    /// serving, and retires the older generations once it has.
-    fn manage(&mut self, app: &dyn Fn() -> SharedApp) {
-        let generation = self.generation;
-        let current = |w: &&WorkerProcess| w.generation == generation && w.retiring.is_none();
-        let serving = self.workers.iter().filter(current).count();
-        if serving > self.target {
-            // The oldest go first, as in Gunicorn.
-            let extra = serving - self.target;
-            for worker in self
-                .workers
-                .iter_mut()
-                .filter(|w| w.generation == generation && w.retiring.is_none())
-                .take(extra)
-            {
-                worker.retire();
-            }
-        }
-        let ready = self
-            .workers
-            .iter()
-            .filter(current)
-            .filter(|w| w.ready)
-            .count();
-        if ready >= self.target {
-            for worker in self
-                .workers
-                .iter_mut()
-                .filter(|w| w.generation < generation)
-            {
-                worker.replaced_for.get_or_insert("reload");
-                worker.retire();
-            }
-        }
-        if serving < self.target && Instant::now() >= self.next_spawn {
-            for _ in serving..self.target {
-                if let Err(error) = self.spawn(app) {
-                    log::critical(format_args!("cannot fork a worker: {error}"));
-                    if self.stopping.is_some() {
-                        return;
-                    }
-                    self.next_spawn = Instant::now() + Duration::from_secs(1);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Forks one worker.
-    fn spawn(&mut self, app: &dyn Fn() -> SharedApp) -> io::Result<()> {
-        let id = (1..)
-            .find(|id| self.workers.iter().all(|w| w.worker.id != *id))
-            .expect("a free worker number");
+    /// Forks worker `id`.
+    fn spawn(&mut self, id: u32, app: &dyn Fn() -> SharedApp) -> Event {
         Hooks::run(&self.hooks.pre_fork, Worker { id, pid: 0 });
         // ANCHOR: fork
         let threads = thread_count();
@@ -1017,42 +1001,37 @@ impl Supervisor {
                  a thread before the fork (in a hook, or while preloading the application): \
                  start it in post_fork or in a PerProcess resource instead"
             ));
-            self.halt(1);
-            return Err(io::Error::other("the arbiter is not single-threaded"));
+            return Event::CannotFork;
         }
-        let (channel, to_arbiter) = UnixStream::pair()?;
-        channel.set_nonblocking(true)?;
+        let (channel, to_arbiter) = match UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(error) => return fork_failed(id, &error),
+        };
+        if let Err(error) = channel.set_nonblocking(true) {
+            return fork_failed(id, &error);
+        }
         // SAFETY: the arbiter has one thread (checked just above), so the
         // child is a complete copy: no lock is held by a thread that does
         // not exist there. The child never returns into the arbiter's
         // code: `become_worker` ends in `process::exit`.
         #[allow(unsafe_code)]
-        let forked = unsafe { fork() }?;
+        let forked = unsafe { fork() };
         // ANCHOR_END: fork
         match forked {
-            ForkResult::Parent { child } => {
+            Err(error) => fork_failed(id, &error),
+            Ok(ForkResult::Parent { child }) => {
                 drop(to_arbiter);
                 let pid = child.as_raw() as u32;
-                log::info(format_args!("booting worker {id} (pid {pid})"));
-                let now = Instant::now();
-                self.workers.push(WorkerProcess {
+                self.links.push(WorkerLink {
                     worker: Worker { id, pid },
-                    generation: self.generation,
                     channel,
                     unread: Vec::new(),
-                    ready: false,
-                    last_beat: now,
-                    oldest: None,
-                    retiring: None,
-                    aborted: None,
-                    killed: false,
-                    replaced_for: None,
                     metrics: None,
                     asked: None,
                 });
-                Ok(())
+                Event::Forked { id, pid }
             }
-            ForkResult::Child => {
+            Ok(ForkResult::Child) => {
                 drop(channel);
                 self.become_worker(id, to_arbiter, app)
             }
@@ -1064,9 +1043,10 @@ impl Supervisor {
     fn become_worker(&mut self, id: u32, to_arbiter: UnixStream, app: &dyn Fn() -> SharedApp) -> ! {
         // The other workers' sockets, the arbiter's signals and its metrics
         // endpoint are not ours.
-        self.workers.clear();
+        self.links.clear();
         self.signals = None;
         self.metrics = None;
+        let config = &self.config;
         let setup = WorkerSetup {
             worker: Worker {
                 id,
@@ -1075,23 +1055,31 @@ impl Supervisor {
             arbiter: nix::unistd::getppid(),
             to_arbiter,
             listeners: std::mem::take(&mut self.listeners),
-            config: self.config.clone(),
+            config: WorkerConfig {
+                threads: config.threads,
+                connection: config.connection.clone(),
+                trusted_proxies: config.trusted_proxies.clone(),
+                timeout: config.timeout,
+                graceful_timeout: config.graceful_timeout,
+                max_requests: config.max_requests,
+                max_requests_jitter: config.max_requests_jitter,
+                metrics: config.metrics,
+                pages: config.metrics_bind.is_some(),
+            },
             hooks: self.hooks.clone(),
         };
         worker::run(setup, app)
     }
 }
 
+fn fork_failed(id: u32, error: &dyn std::fmt::Display) -> Event {
+    Event::ForkFailed {
+        id,
+        error: error.to_string(),
+    }
+}
+
 /// The threads of this process, from `/proc` (1 when it cannot be read).
 fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(1, Iterator::count)
-}
-
-/// The text of a panic's payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".to_owned())
 }

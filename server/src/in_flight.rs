@@ -6,7 +6,7 @@
 //! to arrive, its response to be read) is on no thread's record: a slow
 //! client is not a stuck worker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,10 @@ pub(crate) struct RequestLimit {
     max: u64,
     reached: Arc<EventFd>,
     total: AtomicU64,
+    /// The server's stopping flag, set as the limit is reached: the next
+    /// response on every connection says `close`, before the worker's main
+    /// thread has even woken.
+    pub(crate) stopping: Arc<AtomicBool>,
 }
 
 impl RequestLimit {
@@ -66,6 +70,7 @@ impl RequestLimit {
             max,
             reached,
             total: AtomicU64::new(0),
+            stopping: Arc::default(),
         }
     }
 
@@ -118,6 +123,7 @@ impl ThreadRecord {
         if let Some(limit) = &self.limit
             && limit.total.fetch_add(1, Ordering::Relaxed) + 1 == limit.max
         {
+            limit.stopping.store(true, Ordering::SeqCst);
             let _ = limit.reached.write(1);
         }
     }

@@ -24,14 +24,17 @@ mod listen;
 pub mod log;
 pub mod metrics;
 mod poller;
+mod protocol;
 mod sched;
 mod serve;
 mod spool;
+mod supervisor;
 mod threads;
 mod worker;
 
-pub use arbiter::{APP_LOAD_ERROR, Arbiter, ArbiterConfig, WORKER_BOOT_ERROR};
+pub use arbiter::{Arbiter, ArbiterConfig};
 pub use in_flight::InFlight;
 pub use listen::{DEFAULT_BACKLOG, Listener};
+pub use protocol::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 pub use spool::check_spool_dir;
 pub use threads::{DEFAULT_THREADS, Server, ServerHandle};

@@ -81,12 +81,24 @@ impl Listener {
     /// Takes over the listening socket `fd`, inherited from whoever started
     /// this process.
     pub fn inherit(fd: RawFd) -> io::Result<Self> {
+        Self::adopt(fd, false)
+    }
+
+    /// Takes over a listening socket the arbiter before this one passed
+    /// (`USR2`): a Unix socket's file is this process's to remove, as it
+    /// was that one's.
+    pub(crate) fn inherit_owned(fd: RawFd) -> io::Result<Self> {
+        Self::adopt(fd, true)
+    }
+
+    fn adopt(fd: RawFd, owns_path: bool) -> io::Result<Self> {
         // Refuse a number that is not an open descriptor before owning it.
         if fd < 0 || !Path::new(&format!("/proc/self/fd/{fd}")).exists() {
             return Err(invalid(format!("descriptor {fd} is not open")));
         }
         // SAFETY: `fd` is open (checked above) and was handed to this
-        // process to own: systemd's LISTEN_FDS or an `fd://` bind. Nothing
+        // process to own: systemd's LISTEN_FDS, an `fd://` bind, or the
+        // arbiter before an upgrade. Nothing
         // else in the process uses it.
         #[allow(unsafe_code)]
         let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -97,7 +109,19 @@ impl Listener {
         }
         socket.set_cloexec(true)?;
         match socket.domain()? {
-            Domain::UNIX => Ok(Self::Unix(socket.into(), None)),
+            Domain::UNIX => {
+                let listener: UnixListener = socket.into();
+                let path = owns_path
+                    .then(|| {
+                        listener
+                            .local_addr()
+                            .ok()?
+                            .as_pathname()
+                            .map(Path::to_path_buf)
+                    })
+                    .flatten();
+                Ok(Self::Unix(listener, path))
+            }
             _ => Ok(Self::Tcp(socket.into())),
         }
     }

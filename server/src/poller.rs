@@ -136,8 +136,14 @@ impl Poller {
     /// Sweeps when due, then waits for sockets to be ready (not at all
     /// when the sweep found work), adding what it found to `ready`.
     /// `events` is the waiting thread's own, kept from call to call.
-    pub(crate) fn wait(&self, ready: &mut Vec<Ready>, events: &mut Events, config: &ConnConfig) {
-        self.sweep_if_due(ready, config);
+    pub(crate) fn wait(
+        &self,
+        ready: &mut Vec<Ready>,
+        events: &mut Events,
+        config: &ConnConfig,
+        stopping: bool,
+    ) {
+        self.sweep_if_due(ready, config, stopping);
         let events = &mut events.0;
         // The timeout only bounds how late a sweep can run.
         let timeout = if ready.is_empty() {
@@ -221,24 +227,6 @@ impl Poller {
     }
     // ANCHOR_END: give_back
 
-    /// Closes the waiting connections a stopping server owes nothing: idle
-    /// keep-alive ones, new ones silent for `grace`, lingering ones.
-    pub(crate) fn close_idle(&self, grace: Duration) {
-        let idle: Vec<Entry> = {
-            let mut table = self.table();
-            let keys: Vec<usize> = table
-                .iter()
-                .filter(|(_, entry)| match &entry.state {
-                    State::Waiting(connection) => connection.idle_while_stopping(grace),
-                    State::Leased { .. } => false,
-                })
-                .map(|(key, _)| key)
-                .collect();
-            keys.into_iter().map(|key| table.remove(key)).collect()
-        };
-        drop(idle);
-    }
-
     /// Connections open, waiting or being served.
     pub(crate) fn open_connections(&self) -> usize {
         self.table().len()
@@ -283,7 +271,7 @@ impl Poller {
         let _ = self.waker.write(1);
     }
 
-    fn sweep_if_due(&self, ready: &mut Vec<Ready>, config: &ConnConfig) {
+    fn sweep_if_due(&self, ready: &mut Vec<Ready>, config: &ConnConfig, stopping: bool) {
         let now = Instant::now();
         {
             let mut next_sweep = self
@@ -305,7 +293,7 @@ impl Poller {
         }
         for (_, entry) in table.iter_mut() {
             let due = match &entry.state {
-                State::Waiting(connection) => connection.due(now, config),
+                State::Waiting(connection) => connection.due(now, config, stopping),
                 State::Leased { .. } => false,
             };
             if due

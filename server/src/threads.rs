@@ -23,8 +23,8 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ use crate::budget::Budget;
 use crate::forwarded::TrustedProxies;
 use crate::http1::conn::{After, ConnConfig, Connection, Cx, Scratch};
 use crate::in_flight::{InFlight, Records, RequestLimit};
-use crate::listen::Listener;
+use crate::listen::{Listener, Stream};
 use crate::poller::{Events, Lease, Poller, Ready};
 use crate::sched::{HANDOFF, Next, Sched};
 use crate::serve::Serve;
@@ -141,10 +141,14 @@ impl Server {
             memory: Arc::new(Budget::new(self.conn.client_memory)),
             disk: Arc::new(Budget::new(self.conn.spool_max_size)),
         };
+        let stopping = match &self.limit {
+            Some(limit) => limit.stopping.clone(),
+            None => Arc::default(),
+        };
         let shared = Arc::new(Shared {
             worker: self.worker,
             local_addrs: self.listeners.iter().map(Listener::local_addr).collect(),
-            listeners: self.listeners,
+            listeners: RwLock::new(self.listeners),
             poller,
             service: Serve {
                 app,
@@ -155,8 +159,7 @@ impl Server {
             sched: Mutex::new(Sched::default()),
             parked: Condvar::new(),
             watcher: Condvar::new(),
-            stopping: AtomicBool::new(false),
-            accepting: AtomicUsize::new(0),
+            stopping,
             limit: self.limit,
             records,
         });
@@ -195,9 +198,9 @@ const ACCEPT_BATCH: usize = 64;
 /// memory, rather than retrying at once.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// How long a stopping server waits for the first bytes of a connection it
-/// has just accepted: its client is about to send a request.
-const SILENT_GRACE: Duration = Duration::from_secs(1);
+/// Connections a stopping server accepts from one listener's queue at
+/// most, so that a flood cannot keep it accepting.
+const QUEUED_AT_MOST: usize = 65_536;
 
 /// How often a draining server looks for connections still open.
 const DRAIN_CHECK: Duration = Duration::from_millis(10);
@@ -205,7 +208,9 @@ const DRAIN_CHECK: Duration = Duration::from_millis(10);
 /// What the request threads share.
 struct Shared<A> {
     worker: Worker,
-    listeners: Vec<Listener>,
+    /// Emptied (so closed, in this process) by a stop, once their queues
+    /// are accepted; a thread accepts under the read lock.
+    listeners: RwLock<Vec<Listener>>,
     /// Each listener's address, looked up once rather than per connection.
     local_addrs: Vec<Option<SocketAddr>>,
     poller: Poller,
@@ -217,14 +222,11 @@ struct Shared<A> {
     parked: Condvar,
     /// Where the watcher waits.
     watcher: Condvar,
-    /// Set by a shutdown: accept nothing more, close each connection after
-    /// its current request.
-    stopping: AtomicBool,
-    /// Threads inside `accept`: a drain is not over while one may still
-    /// admit a connection.
-    accepting: AtomicUsize,
-    /// `--max-requests`: once reached, the threads accept no more, without
-    /// waiting for the worker's main thread to stop them.
+    /// Set by a shutdown, or by reaching `--max-requests` (shared with the
+    /// limit, so the threads stop accepting without waiting for the
+    /// worker's main thread): accept nothing more, close each connection
+    /// after its next response.
+    stopping: Arc<AtomicBool>,
     limit: Option<Arc<RequestLimit>>,
     records: Records,
 }
@@ -256,7 +258,9 @@ impl<A: Application> Shared<A> {
                 }
                 Next::Poll => {
                     drop(sched);
-                    self.poller.wait(&mut found, &mut events, &self.config);
+                    let stopping = self.stopping.load(Ordering::Acquire);
+                    self.poller
+                        .wait(&mut found, &mut events, &self.config, stopping);
                     sched = self.sched();
                     sched.polled(found.drain(..));
                     sched.next()
@@ -317,12 +321,7 @@ impl<A: Application> Shared<A> {
             }))
             .unwrap_or(After::Close);
             due = false;
-            let stopping = self.stopping.load(Ordering::Acquire);
             match after {
-                // A stopping server closes what it owes nothing.
-                After::Wait if stopping && lease.connection.idle_while_stopping(SILENT_GRACE) => {
-                    return self.close(lease);
-                }
                 After::Wait => match self.poller.give_back(lease) {
                     // An event came while it was being served.
                     Some(again) => lease = again,
@@ -347,30 +346,21 @@ impl<A: Application> Shared<A> {
     }
 
     fn accept(&self, index: usize) {
-        let listener = &self.listeners[index];
-        // SeqCst, paired with `stop` and `drain`: either the drain sees this
-        // thread accepting and waits for it, or this thread sees the stop.
-        self.accepting.fetch_add(1, Ordering::SeqCst);
-        // Counted down however accepting ends, even by a panic.
-        let _accepting = Accepting(&self.accepting);
+        // A stop holds the write lock while it takes the queues and closes
+        // the listeners: once it has, there is nothing here to accept from.
+        let listeners = self
+            .listeners
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(listener) = listeners.get(index) else {
+            return;
+        };
         for _ in 0..ACCEPT_BATCH {
             if !self.accepts() {
                 break;
             }
             match listener.accept() {
-                Ok((stream, peer)) => {
-                    let mut environ = Environ::new();
-                    environ.remote_addr = peer;
-                    environ.client_addr = peer;
-                    environ.server_addr = self.local_addrs[index];
-                    environ.worker = self.worker;
-                    let limits = &self.config.limits;
-                    if let Ok(connection) =
-                        Connection::new(stream, environ, &self.spool.memory, limits)
-                    {
-                        let _ = self.poller.admit(Box::new(connection));
-                    }
-                }
+                Ok((stream, peer)) => self.admit(index, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if out_of_resources(&e) => {
                     crate::log::warning(format_args!(
@@ -390,20 +380,50 @@ impl<A: Application> Shared<A> {
         }
     }
 
+    fn admit(&self, index: usize, stream: Stream, peer: Option<SocketAddr>) {
+        let mut environ = Environ::new();
+        environ.remote_addr = peer;
+        environ.client_addr = peer;
+        environ.server_addr = self.local_addrs[index];
+        environ.worker = self.worker;
+        let limits = &self.config.limits;
+        if let Ok(connection) = Connection::new(stream, environ, &self.spool.memory, limits) {
+            let _ = self.poller.admit(Box::new(connection));
+        }
+    }
+
+    // ANCHOR: stop_listening
+    /// Stops accepting: takes what each listener has queued (until
+    /// `EAGAIN`), then closes the listeners. Once every process holding a
+    /// listening socket has, its port refuses connections; none that the
+    /// kernel queued is reset, except one completed between the last
+    /// `accept` and the close.
+    fn stop_listening(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let mut listeners = self
+            .listeners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (index, listener) in listeners.iter().enumerate() {
+            self.poller.stop_listening(listener);
+            for _ in 0..QUEUED_AT_MOST {
+                match listener.accept() {
+                    Ok((stream, peer)) => self.admit(index, stream, peer),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        listeners.clear();
+    }
+    // ANCHOR_END: stop_listening
+
     /// Whether new connections are still taken: not stopping, and under
     /// the request limit.
     fn accepts(&self) -> bool {
         !self.stopping.load(Ordering::SeqCst)
             && !self.limit.as_ref().is_some_and(|limit| limit.is_reached())
-    }
-}
-
-/// A thread inside `accept`, until dropped.
-struct Accepting<'a>(&'a AtomicUsize);
-
-impl Drop for Accepting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -417,7 +437,7 @@ fn out_of_resources(error: &io::Error) -> bool {
 /// The part of [`Shared`] the handle needs, without the application type.
 trait Control: Send + Sync {
     fn stop(&self);
-    /// Closes the idle connections; says whether any connection is left.
+    /// Whether any connection is left.
     fn drain(&self) -> bool;
     fn exit(&self);
     fn records(&self) -> &Records;
@@ -427,19 +447,14 @@ trait Control: Send + Sync {
 
 impl<A: Application> Control for Shared<A> {
     fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for listener in &self.listeners {
-            self.poller.stop_listening(listener);
-        }
+        self.stop_listening();
     }
 
     fn drain(&self) -> bool {
-        // `accepting` first: a thread that was accepting when it is read
-        // as zero has admitted its connection, and the count below has it;
-        // one that starts after has seen the stop and admits none.
-        let accepting = self.accepting.load(Ordering::SeqCst) > 0;
-        self.poller.close_idle(SILENT_GRACE);
-        accepting || self.poller.open_connections() > 0
+        // Idle connections close as their keep-alive time ends (the
+        // poller's sweep), not here: a client may be sending its next
+        // request on one right now, and it is answered, with `close`.
+        self.poller.open_connections() > 0
     }
 
     fn exit(&self) {
@@ -511,11 +526,14 @@ impl ServerHandle {
         self.control.records().oldest()
     }
 
-    /// Stops accepting and drains: every request being served, or whose
-    /// head has begun to arrive, is served (its response says `Connection:
-    /// close`), idle connections are closed, and it returns when all
-    /// threads have stopped. A connection accepted but still silent gets a
-    /// second to send its request.
+    /// Stops accepting and drains, and returns when all threads have
+    /// stopped: the connections the listeners had queued are accepted,
+    /// then the listeners are closed; every request being served, or that
+    /// arrives on an open connection, is served, its response saying
+    /// `Connection: close`; an idle connection is closed when its
+    /// keep-alive time ends (one that has sent nothing yet, after
+    /// [`STOPPING_FIRST_REQUEST`](crate::http1::conn::STOPPING_FIRST_REQUEST)
+    /// or the keep-alive time, whichever is longer).
     pub fn shutdown(self) {
         // Far enough to be never, near enough not to overflow.
         self.shutdown_until(Instant::now() + Duration::from_secs(365 * 24 * 3600));

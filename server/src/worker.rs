@@ -33,9 +33,11 @@ use nix::sys::socket::{MsgFlags, recv};
 use nix::unistd::{Pid, getppid};
 use turnstile_core::{SharedApp, Worker, per_process};
 
-use crate::arbiter::{APP_LOAD_ERROR, ArbiterConfig, WORKER_BOOT_ERROR, panic_message, round};
+use crate::forwarded::TrustedProxies;
 use crate::hooks::{Hooks, WithRequestHooks};
+use crate::http1::conn::ConnConfig;
 use crate::listen::Listener;
+use crate::protocol::{APP_LOAD_ERROR, Beat, WORKER_BOOT_ERROR, round};
 use crate::{Server, ServerHandle, ids, log, metrics};
 
 /// What a worker is handed at the fork.
@@ -44,98 +46,29 @@ pub(crate) struct WorkerSetup {
     pub(crate) arbiter: Pid,
     pub(crate) to_arbiter: UnixStream,
     pub(crate) listeners: Vec<Listener>,
-    pub(crate) config: ArbiterConfig,
+    pub(crate) config: WorkerConfig,
     pub(crate) hooks: Arc<Hooks>,
 }
 
-/// A message from a worker to the arbiter: one line on its socket, or, for
-/// a page of metrics, a line giving its length and then the page.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Beat {
-    /// The request threads have started.
-    Ready,
-    /// Still alive; the oldest request in flight, its age and its name.
-    Alive { oldest: Option<(Duration, String)> },
-    /// Retiring by itself (`max_requests`): replace it now.
-    Retiring,
-    /// The worker's metrics, in answer to the arbiter's question `answers`
-    /// (0 when sent unasked: every round, and as it exits).
-    Metrics { answers: u64, page: String },
+/// The arbiter's settings that a worker acts on.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerConfig {
+    pub(crate) threads: usize,
+    pub(crate) connection: ConnConfig,
+    pub(crate) trusted_proxies: TrustedProxies,
+    pub(crate) timeout: Duration,
+    pub(crate) graceful_timeout: Duration,
+    pub(crate) max_requests: u64,
+    pub(crate) max_requests_jitter: u64,
+    /// Whether it installs a Prometheus recorder.
+    pub(crate) metrics: bool,
+    /// Whether it sends its pages to the arbiter (`--metrics-bind`).
+    pub(crate) pages: bool,
 }
 
 /// How long a message to the arbiter may take to write: the arbiter reads
 /// its sockets every round, so only an arbiter that is stuck takes longer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The longest page of metrics the arbiter accepts from a worker.
-pub(crate) const MAX_PAGE: usize = 64 << 20;
-
-impl Beat {
-    fn to_line(&self) -> String {
-        match self {
-            Self::Ready => "ready\n".to_owned(),
-            Self::Retiring => "retiring\n".to_owned(),
-            Self::Metrics { answers, page } => format!("metrics {answers} {}\n{page}", page.len()),
-            Self::Alive { oldest: None } => "alive\n".to_owned(),
-            Self::Alive {
-                oldest: Some((age, request)),
-            } => {
-                // One line, whatever the request's bytes were.
-                let request: String = request
-                    .chars()
-                    .map(|c| if c.is_control() { '?' } else { c })
-                    .collect();
-                format!("alive {} {request}\n", age.as_millis())
-            }
-        }
-    }
-
-    /// Takes the first whole message off the front of `unread`: `None`
-    /// until one has arrived. A line that makes no sense is dropped.
-    pub(crate) fn take(unread: &mut Vec<u8>) -> Option<Option<Self>> {
-        let end = unread.iter().position(|&b| b == b'\n')?;
-        if let Some(header) = unread[..end].strip_prefix(b"metrics ") {
-            let header = std::str::from_utf8(header).ok();
-            let frame = header.and_then(|header| {
-                let (answers, len) = header.split_once(' ')?;
-                Some((answers.parse::<u64>().ok()?, len.parse::<usize>().ok()?))
-            });
-            let Some((answers, len)) = frame.filter(|(_, len)| *len <= MAX_PAGE) else {
-                // Nothing after it can be trusted to start a message.
-                unread.clear();
-                return Some(None);
-            };
-            if unread.len() < end + 1 + len {
-                return None;
-            }
-            let page = String::from_utf8_lossy(&unread[end + 1..end + 1 + len]).into_owned();
-            unread.drain(..end + 1 + len);
-            return Some(Some(Self::Metrics { answers, page }));
-        }
-        let line: Vec<u8> = unread.drain(..=end).collect();
-        Some(Self::parse(&line[..end]))
-    }
-
-    pub(crate) fn parse(line: &[u8]) -> Option<Self> {
-        let line = std::str::from_utf8(line).ok()?;
-        match line.split_once(' ') {
-            None => match line {
-                "ready" => Some(Self::Ready),
-                "retiring" => Some(Self::Retiring),
-                "alive" => Some(Self::Alive { oldest: None }),
-                _ => None,
-            },
-            Some(("alive", rest)) => {
-                let (millis, request) = rest.split_once(' ')?;
-                let age = Duration::from_millis(millis.parse().ok()?);
-                Some(Self::Alive {
-                    oldest: Some((age, request.to_owned())),
-                })
-            }
-            Some(_) => None,
-        }
-    }
-}
 
 /// Runs the worker until it exits.
 pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
@@ -165,7 +98,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
     ids::reseed();
     // ANCHOR: recorder
     // Before anything records: the post_fork hook and the application may.
-    let metrics_on = config.metrics || config.metrics_bind.is_some();
+    let metrics_on = config.metrics || config.pages;
     if metrics_on {
         metrics::install();
     }
@@ -176,7 +109,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
         broken: Cell::new(false),
     };
     // Pages go to the arbiter only when it serves them.
-    let pages = config.metrics_bind.is_some();
+    let pages = config.pages;
 
     let app = boot(worker, &hooks, app);
     let mut server = Server::from_listeners(listeners)
@@ -309,7 +242,7 @@ fn boot(worker: Worker, hooks: &Hooks, app: &dyn Fn() -> SharedApp) -> SharedApp
                 "worker {} (pid {}): {what} failed: {}",
                 worker.id,
                 worker.pid,
-                panic_message(&*panic)
+                turnstile_core::Panicked::from_payload(&*panic).message()
             ));
             std::process::exit(code);
         }
@@ -380,9 +313,9 @@ fn abort(
 }
 // ANCHOR_END: abort
 
-/// The worker's own signalfd. The mask inherited from the arbiter already
-/// blocks its signals; `ABRT` joins them, and `CHLD` is the application's
-/// again.
+/// The worker's own signalfd, and its mask: exactly the signals it takes
+/// (the arbiter's other blocked ones, `ALRM` say, are the application's
+/// again, and so is `CHLD`).
 fn take_signals() -> nix::Result<SignalFd> {
     let mut mask = SigSet::empty();
     for signal in [
@@ -394,13 +327,12 @@ fn take_signals() -> nix::Result<SignalFd> {
         Signal::SIGHUP,
         Signal::SIGTTIN,
         Signal::SIGTTOU,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
     ] {
         mask.add(signal);
     }
-    mask.thread_block()?;
-    let mut child = SigSet::empty();
-    child.add(Signal::SIGCHLD);
-    child.thread_unblock()?;
+    mask.thread_set_mask()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
@@ -449,61 +381,4 @@ fn jitter(max: u64) -> u64 {
         return 0;
     }
     getrandom::u64().unwrap_or(0) % (max + 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn beats_survive_their_line_format() {
-        let beats = [
-            Beat::Ready,
-            Beat::Retiring,
-            Beat::Alive { oldest: None },
-            Beat::Alive {
-                oldest: Some((Duration::from_millis(1500), "GET /slow (request x)".into())),
-            },
-        ];
-        for beat in beats {
-            let line = beat.to_line();
-            assert_eq!(Beat::parse(line.trim_end().as_bytes()), Some(beat));
-        }
-        assert_eq!(Beat::parse(b"alive soon GET /"), None);
-        let tricky = Beat::Alive {
-            oldest: Some((Duration::ZERO, "GET /a\nb".into())),
-        };
-        assert_eq!(tricky.to_line().matches('\n').count(), 1);
-    }
-
-    #[test]
-    fn a_page_of_metrics_is_taken_whole() {
-        let page = Beat::Metrics {
-            answers: 7,
-            page: "# TYPE x counter\nx 1\n".into(),
-        };
-        let mut unread = format!("alive\n{}ready\n", page.to_line()).into_bytes();
-        let whole = unread.clone();
-        // Arriving a byte at a time, nothing is taken before it is all there.
-        let mut arrived = Vec::new();
-        let mut taken = Vec::new();
-        for &byte in &whole {
-            arrived.push(byte);
-            while let Some(beat) = Beat::take(&mut arrived) {
-                taken.push(beat);
-            }
-        }
-        assert_eq!(
-            taken,
-            [
-                Some(Beat::Alive { oldest: None }),
-                Some(page),
-                Some(Beat::Ready)
-            ]
-        );
-        // A length past the limit is not waited for.
-        unread = format!("metrics 0 {}\nx", MAX_PAGE + 1).into_bytes();
-        assert_eq!(Beat::take(&mut unread), Some(None));
-        assert!(unread.is_empty());
-    }
 }

@@ -106,6 +106,10 @@ impl Default for ConnConfig {
     }
 }
 
+/// How long a stopping server waits, at least, for the first request of
+/// a connection it has accepted (one its listener had queued, say).
+pub const STOPPING_FIRST_REQUEST: Duration = Duration::from_secs(1);
+
 /// How long a refused client is read from after its answer, so it reads
 /// the answer rather than a reset, before the connection is closed.
 const LINGER: Duration = Duration::from_secs(5);
@@ -343,14 +347,17 @@ impl Connection {
     }
 
     /// Whether the sweep must act on it now: idle past its time, slower
-    /// than a minimum rate, or done lingering.
-    pub(crate) fn due(&self, now: Instant, config: &ConnConfig) -> bool {
+    /// than a minimum rate, or done lingering. A stopping server gives a
+    /// new connection that has sent nothing less time.
+    pub(crate) fn due(&self, now: Instant, config: &ConnConfig, stopping: bool) -> bool {
         match &self.state {
             State::Idle => {
-                let wait = if self.fresh {
-                    config.first_request_timeout
-                } else {
-                    config.keepalive
+                let wait = match (self.fresh, stopping) {
+                    (false, _) => config.keepalive,
+                    (true, false) => config.first_request_timeout,
+                    (true, true) => config
+                        .first_request_timeout
+                        .min(config.keepalive.max(STOPPING_FIRST_REQUEST)),
                 };
                 // Due whether or not input is waiting: a request that
                 // arrived just as its time ran out is served by `on_tick`,
@@ -369,21 +376,6 @@ impl Connection {
             }
             State::Writing(responding) => responding.overdue(now),
             State::Lingering { until } => now >= *until,
-        }
-    }
-
-    /// Whether a stopping server may close it: it is between requests, with
-    /// nothing of a new one arrived, and was served before or has been
-    /// silent since its accept for `grace`; or it is lingering.
-    pub(crate) fn idle_while_stopping(&self, grace: Duration) -> bool {
-        match self.state {
-            State::Lingering { .. } => true,
-            State::Idle => {
-                self.input.is_empty()
-                    && !self.input_waiting()
-                    && (!self.fresh || self.idle_since.elapsed() >= grace)
-            }
-            _ => false,
         }
     }
 

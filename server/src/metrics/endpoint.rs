@@ -66,7 +66,12 @@ enum State {
 impl Endpoint {
     /// Listens on `addr` (`HOST:PORT`).
     pub(crate) fn bind(addr: &str) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr)?;
+        Self::from_listener(TcpListener::bind(addr)?)
+    }
+
+    /// Serves on a listener bound elsewhere (by the arbiter before an
+    /// upgrade).
+    pub(crate) fn from_listener(listener: TcpListener) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         Ok(Self {
             listener,
@@ -80,6 +85,11 @@ impl Endpoint {
 
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Its listening socket, to hand to an upgraded arbiter.
+    pub(crate) fn listener(&self) -> &TcpListener {
+        &self.listener
     }
 
     /// The sockets to wait on, and for what.
