@@ -454,6 +454,16 @@ pub const SETTINGS: &[Setting] = &[
         default: || "true".to_owned(),
     },
     Setting {
+        name: "pid",
+        flag: "pid",
+        short: Some('p'),
+        alias: None,
+        help: "a file the arbiter writes its pid to, removed as it exits; an arbiter started \
+               by USR2 writes FILE.2 until the one before it is gone (empty: none)",
+        kind: Kind::Value,
+        default: String::new,
+    },
+    Setting {
         name: "metrics_bind",
         flag: "metrics-bind",
         short: None,
@@ -709,6 +719,8 @@ pub struct Config {
     pub inject_headers: InjectHeaders,
     /// `forwarded_allow_ips`.
     pub forwarded_allow_ips: TrustedProxies,
+    /// `pid`: the arbiter's pid file.
+    pub pidfile: Option<std::path::PathBuf>,
     /// `metrics_bind`: where the arbiter serves the summed metrics.
     pub metrics_bind: Option<String>,
     /// `metrics_path`: where a worker serves its own on the main port.
@@ -980,6 +992,10 @@ impl Config {
                 "invalid spool_dir {value:?} (from {origin}): cannot make a file there: {error}"
             ))
         })?;
+        let pidfile = match get("pid").0 {
+            "" => None,
+            path => Some(std::path::PathBuf::from(path)),
+        };
         let metrics_bind = match get("metrics_bind").0 {
             "" | "none" => None,
             addr => {
@@ -1054,6 +1070,7 @@ impl Config {
             request_log,
             inject_headers,
             forwarded_allow_ips,
+            pidfile,
             metrics_bind,
             metrics_path,
             errors,
@@ -1101,6 +1118,7 @@ impl Config {
             trusted_proxies: self.forwarded_allow_ips.clone(),
             metrics_bind: self.metrics_bind.clone(),
             metrics: self.metrics_path.is_some(),
+            pidfile: self.pidfile.clone(),
         }
     }
 
