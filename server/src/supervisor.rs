@@ -857,3 +857,462 @@ fn signal_name(signal: i32) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTINGS: Settings = Settings {
+        workers: 2,
+        timeout: Duration::from_secs(30),
+        graceful_timeout: Duration::from_secs(30),
+    };
+
+    /// A supervisor and its shell's part, played by the test: a spawn is
+    /// answered with a pid at once.
+    struct Run {
+        supervisor: Supervisor,
+        now: Instant,
+        next_pid: u32,
+        /// Pids forked so far, in order.
+        forked: Vec<u32>,
+        actions: Vec<Action>,
+    }
+
+    impl Run {
+        fn new(settings: Settings, upgrade: Upgrade) -> Self {
+            Self {
+                supervisor: Supervisor::new(settings, upgrade),
+                now: Instant::now(),
+                next_pid: 100,
+                forked: Vec::new(),
+                actions: Vec::new(),
+            }
+        }
+
+        /// Started, with every worker forked and ready.
+        fn serving(settings: Settings) -> Self {
+            let mut run = Self::new(settings, Upgrade::default());
+            run.on(Event::Round);
+            run.ready_all();
+            run
+        }
+
+        /// Feeds an event, answering spawns; returns everything decided.
+        fn on(&mut self, event: Event) -> Vec<Action> {
+            let mut pending = vec![event];
+            let mut decided = Vec::new();
+            while let Some(event) = pending.pop() {
+                for action in self.supervisor.on(self.now, event) {
+                    if let Action::Spawn { id } = action {
+                        let pid = self.next_pid;
+                        self.next_pid += 1;
+                        self.forked.push(pid);
+                        pending.push(Event::Forked { id, pid });
+                    }
+                    decided.push(action);
+                }
+            }
+            self.actions.extend(decided.clone());
+            decided
+        }
+
+        fn ready_all(&mut self) {
+            for pid in self.forked.clone() {
+                if !self.supervisor.is_serving(pid) {
+                    self.on(Event::Message {
+                        pid,
+                        beat: Beat::Ready,
+                    });
+                }
+            }
+        }
+
+        fn exit(&mut self, pid: u32, code: i32) -> Vec<Action> {
+            self.on(Event::Exited {
+                pid,
+                exit: WorkerExit::Code(code),
+            })
+        }
+
+        fn later(&mut self, by: Duration) -> Vec<Action> {
+            self.now += by;
+            self.on(Event::Round)
+        }
+    }
+
+    fn spawns(actions: &[Action]) -> usize {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Spawn { .. }))
+            .count()
+    }
+
+    fn asked(actions: &[Action], wanted: Ask) -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Ask { pid, ask } if *ask == wanted => Some(*pid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn exits(actions: &[Action]) -> Option<i32> {
+        actions.iter().find_map(|a| match a {
+            Action::Exit(code) => Some(*code),
+            _ => None,
+        })
+    }
+
+    fn logged(actions: &[Action], text: &str) -> bool {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Log(_, line) if line.contains(text)))
+    }
+
+    #[test]
+    fn the_first_workers_are_forked_in_the_first_round() {
+        let mut run = Run::new(SETTINGS, Upgrade::default());
+        let first = run.on(Event::Round);
+        assert_eq!(spawns(&first), 2);
+        assert_eq!(run.supervisor.worker_count(), 2);
+        // And not again while they boot.
+        assert_eq!(spawns(&run.later(Duration::from_secs(1))), 0);
+    }
+
+    #[test]
+    fn term_closes_the_arbiters_listeners_retires_every_worker_and_exits_0_after_them() {
+        let mut run = Run::serving(SETTINGS);
+        let stop = run.on(Event::Signal(Sig::Term));
+        assert!(stop.contains(&Action::CloseListeners { unlink: true }));
+        assert_eq!(asked(&stop, Ask::Retire), [100, 101]);
+        assert_eq!(exits(&run.exit(100, 0)), None);
+        assert_eq!(exits(&run.exit(101, 0)), Some(0));
+    }
+
+    #[test]
+    fn term_before_the_workers_are_ready_lets_them_boot_and_drain() {
+        let mut run = Run::new(SETTINGS, Upgrade::default());
+        run.on(Event::Round);
+        let stop = run.on(Event::Signal(Sig::Term));
+        // Asked to retire, not killed: each takes what is queued first.
+        assert_eq!(asked(&stop, Ask::Retire), [100, 101]);
+        assert!(asked(&run.later(Duration::from_secs(5)), Ask::Kill).is_empty());
+        run.exit(100, 0);
+        assert_eq!(exits(&run.exit(101, 0)), Some(0));
+    }
+
+    #[test]
+    fn workers_left_at_the_stops_deadline_are_killed() {
+        let mut run = Run::serving(SETTINGS);
+        run.on(Event::Signal(Sig::Term));
+        let late = run.later(SETTINGS.graceful_timeout + Duration::from_millis(1));
+        assert_eq!(asked(&late, Ask::Kill), [100, 101]);
+    }
+
+    #[test]
+    fn int_and_quit_stop_quickly_even_during_a_graceful_stop() {
+        let mut run = Run::serving(SETTINGS);
+        run.on(Event::Signal(Sig::Term));
+        let quick = run.on(Event::Signal(Sig::Quit));
+        assert_eq!(asked(&quick, Ask::Quit), [100, 101]);
+        // A second INT asks nothing more.
+        assert!(asked(&run.on(Event::Signal(Sig::Int)), Ask::Quit).is_empty());
+    }
+
+    #[test]
+    fn a_worker_retiring_itself_is_replaced_while_it_drains() {
+        let mut run = Run::serving(SETTINGS);
+        let retiring = run.on(Event::Message {
+            pid: 100,
+            beat: Beat::Retiring,
+        });
+        assert_eq!(spawns(&retiring), 1);
+        run.exit(100, 0);
+        assert_eq!(run.supervisor.restarts()["max_requests"], 1);
+        assert_eq!(run.supervisor.restarts()["exit"], 0);
+    }
+
+    #[test]
+    fn a_worker_that_dies_is_replaced_and_counted() {
+        let mut run = Run::serving(SETTINGS);
+        let died = run.on(Event::Exited {
+            pid: 101,
+            exit: WorkerExit::Signal(9),
+        });
+        assert!(logged(&died, "was killed by SIGKILL; replacing it"));
+        assert_eq!(spawns(&died), 1);
+        assert_eq!(run.supervisor.restarts()["exit"], 1);
+    }
+
+    #[test]
+    fn hup_reloads_and_retires_the_old_workers_once_the_new_are_ready() {
+        let mut run = Run::serving(SETTINGS);
+        assert!(run.on(Event::Signal(Sig::Hup)).contains(&Action::Reload));
+        let reloaded = run.on(Event::Reloaded(Ok(SETTINGS)));
+        assert_eq!(spawns(&reloaded), 2);
+        assert!(asked(&reloaded, Ask::Retire).is_empty(), "{reloaded:?}");
+        run.on(Event::Message {
+            pid: 102,
+            beat: Beat::Ready,
+        });
+        let ready = run.on(Event::Message {
+            pid: 103,
+            beat: Beat::Ready,
+        });
+        assert_eq!(asked(&ready, Ask::Retire), [100, 101]);
+        run.exit(100, 0);
+        run.exit(101, 0);
+        assert_eq!(run.supervisor.restarts()["reload"], 2);
+    }
+
+    #[test]
+    fn hup_with_bad_settings_reloads_nothing() {
+        let mut run = Run::serving(SETTINGS);
+        let bad = run.on(Event::Reloaded(Err("workers: not a number".into())));
+        assert_eq!(spawns(&bad), 0);
+        assert!(logged(&bad, "nothing reloaded: workers: not a number"));
+    }
+
+    #[test]
+    fn a_reload_whose_three_workers_cannot_load_keeps_the_old_ones_and_a_later_one_succeeds() {
+        let three = Settings {
+            workers: 3,
+            ..SETTINGS
+        };
+        let mut run = Run::serving(three);
+        run.on(Event::Signal(Sig::Hup));
+        run.on(Event::Reloaded(Ok(three)));
+        let new = [103, 104, 105];
+        let mut actions = Vec::new();
+        for pid in new {
+            actions.extend(run.exit(pid, APP_LOAD_ERROR));
+        }
+        assert!(logged(&actions, "the reload failed"), "{actions:?}");
+        assert_eq!(exits(&actions), None, "{actions:?}");
+        // Only the new ones still booting are let go.
+        assert_eq!(asked(&actions, Ask::Retire), [104, 105]);
+        assert!(asked(&actions, Ask::Quit).is_empty());
+        assert_eq!(spawns(&actions), 0, "{actions:?}");
+        for pid in [100, 101, 102] {
+            assert!(run.supervisor.is_serving(pid));
+        }
+        assert_eq!(spawns(&run.later(Duration::from_secs(5))), 0);
+        // A good reload after it.
+        run.on(Event::Signal(Sig::Hup));
+        assert_eq!(spawns(&run.on(Event::Reloaded(Ok(three)))), 3);
+        run.actions.clear();
+        run.ready_all();
+        assert_eq!(asked(&run.actions, Ask::Retire), [100, 101, 102]);
+    }
+
+    #[test]
+    fn an_application_that_cannot_load_at_start_stops_the_arbiter_with_its_code() {
+        let mut run = Run::new(SETTINGS, Upgrade::default());
+        run.on(Event::Round);
+        let failed = run.exit(100, APP_LOAD_ERROR);
+        assert!(logged(&failed, "the application failed to load; stopping"));
+        assert_eq!(asked(&failed, Ask::Quit), [101]);
+        assert_eq!(exits(&run.exit(101, APP_LOAD_ERROR)), Some(APP_LOAD_ERROR));
+    }
+
+    #[test]
+    fn workers_dying_while_booting_are_retried_with_back_off_then_given_up_on() {
+        let one = Settings {
+            workers: 1,
+            ..SETTINGS
+        };
+        let mut run = Run::new(one, Upgrade::default());
+        run.on(Event::Round);
+        for failure in 1..MAX_BOOT_FAILURES {
+            let pid = *run.forked.last().unwrap();
+            let died = run.on(Event::Exited {
+                pid,
+                exit: WorkerExit::Signal(11),
+            });
+            assert_eq!(spawns(&died), 0, "forked again at once");
+            let delay = Duration::from_millis(100) * 2u32.pow(failure);
+            assert_eq!(run.supervisor.next_deadline(), Some(run.now + delay));
+            assert_eq!(spawns(&run.later(delay)), 1);
+        }
+        let pid = *run.forked.last().unwrap();
+        let last = run.on(Event::Exited {
+            pid,
+            exit: WorkerExit::Signal(11),
+        });
+        assert_eq!(exits(&last), Some(WORKER_BOOT_ERROR));
+    }
+
+    #[test]
+    fn a_stuck_worker_is_aborted_then_killed() {
+        let mut run = Run::serving(SETTINGS);
+        run.on(Event::Message {
+            pid: 100,
+            beat: Beat::Alive {
+                oldest: Some((Duration::from_secs(29), "GET /slow".into())),
+            },
+        });
+        // Its sibling keeps beating; it does not.
+        run.now += Duration::from_secs(2);
+        // Any event is a moment to decide: here, its sibling's beat.
+        let aborted = run.on(Event::Message {
+            pid: 101,
+            beat: Beat::Alive { oldest: None },
+        });
+        assert_eq!(asked(&aborted, Ask::Abort), [100]);
+        assert!(logged(
+            &aborted,
+            "WORKER TIMEOUT: worker 1 (pid 100) has served GET /slow"
+        ));
+        assert!(asked(&run.later(Duration::from_secs(1)), Ask::Kill).is_empty());
+        assert_eq!(asked(&run.later(ABORT_GRACE), Ask::Kill), [100]);
+        run.on(Event::Exited {
+            pid: 100,
+            exit: WorkerExit::Signal(9),
+        });
+        assert_eq!(run.supervisor.restarts()["timeout"], 1);
+    }
+
+    #[test]
+    fn a_retiring_worker_past_the_graceful_timeout_is_killed() {
+        let mut run = Run::serving(SETTINGS);
+        run.on(Event::Signal(Sig::Ttou));
+        assert_eq!(asked(&run.actions, Ask::Retire), [100]);
+        let late = run.later(SETTINGS.graceful_timeout + Duration::from_secs(1));
+        assert_eq!(asked(&late, Ask::Kill), [100]);
+    }
+
+    #[test]
+    fn ttin_adds_a_worker_and_ttou_retires_the_oldest_but_never_the_last() {
+        let mut run = Run::serving(SETTINGS);
+        assert_eq!(spawns(&run.on(Event::Signal(Sig::Ttin))), 1);
+        run.ready_all();
+        let fewer = run.on(Event::Signal(Sig::Ttou));
+        assert_eq!(asked(&fewer, Ask::Retire), [100]);
+        run.exit(100, 0);
+        run.on(Event::Signal(Sig::Ttou));
+        run.exit(101, 0);
+        let last = run.on(Event::Signal(Sig::Ttou));
+        assert!(logged(&last, "TTOU: now 1 worker(s)"));
+        assert!(asked(&last, Ask::Retire).is_empty());
+        assert!(run.supervisor.is_serving(102));
+    }
+
+    #[test]
+    fn winch_retires_every_worker_and_the_arbiter_stays() {
+        let mut run = Run::serving(SETTINGS);
+        let winch = run.on(Event::Signal(Sig::Winch));
+        assert_eq!(asked(&winch, Ask::Retire), [100, 101]);
+        run.exit(100, 0);
+        let after = run.exit(101, 0);
+        assert_eq!(exits(&after), None);
+        assert_eq!(spawns(&run.later(Duration::from_secs(5))), 0);
+        // TTIN brings one back.
+        assert_eq!(spawns(&run.on(Event::Signal(Sig::Ttin))), 1);
+    }
+
+    #[test]
+    fn usr2_upgrades_once_and_a_failed_upgrade_restores_the_pid_file() {
+        let mut run = Run::serving(SETTINGS);
+        assert!(run.on(Event::Signal(Sig::Usr2)).contains(&Action::Upgrade));
+        run.on(Event::Upgraded { pid: 500 });
+        let again = run.on(Event::Signal(Sig::Usr2));
+        assert!(!again.contains(&Action::Upgrade));
+        assert!(logged(
+            &again,
+            "USR2 ignored: the upgraded arbiter (pid 500) is running"
+        ));
+        // The new arbiter exits (it could not boot): this one serves on.
+        let gone = run.on(Event::Exited {
+            pid: 500,
+            exit: WorkerExit::Code(4),
+        });
+        assert!(gone.contains(&Action::RestorePidFile));
+        assert_eq!(exits(&gone), None);
+        assert!(run.supervisor.is_serving(100) && run.supervisor.is_serving(101));
+        // And may upgrade again; a start that fails restores it too.
+        assert!(run.on(Event::Signal(Sig::Usr2)).contains(&Action::Upgrade));
+        let failed = run.on(Event::UpgradeFailed {
+            error: "no such file".into(),
+        });
+        assert!(failed.contains(&Action::RestorePidFile));
+    }
+
+    #[test]
+    fn the_old_arbiter_of_an_upgrade_keeps_the_socket_files_at_term() {
+        let mut run = Run::serving(SETTINGS);
+        run.on(Event::Signal(Sig::Usr2));
+        run.on(Event::Upgraded { pid: 500 });
+        let stop = run.on(Event::Signal(Sig::Term));
+        assert!(stop.contains(&Action::CloseListeners { unlink: false }));
+    }
+
+    #[test]
+    fn an_upgraded_arbiter_takes_over_when_the_old_one_is_gone() {
+        let upgrade = Upgrade {
+            child: None,
+            parent: Some(42),
+        };
+        let mut run = Run::new(SETTINGS, upgrade);
+        assert_eq!(spawns(&run.on(Event::Round)), 2);
+        let usr2 = run.on(Event::Signal(Sig::Usr2));
+        assert!(!usr2.contains(&Action::Upgrade));
+        assert!(run.on(Event::ParentGone).contains(&Action::PromotePidFile));
+        assert!(run.on(Event::Signal(Sig::Usr2)).contains(&Action::Upgrade));
+    }
+
+    #[test]
+    fn other_signals_are_logged_and_ignored() {
+        let mut run = Run::serving(SETTINGS);
+        let alarm = run.on(Event::Signal(Sig::Other("SIGALRM")));
+        assert!(logged(&alarm, "SIGALRM ignored"));
+        assert_eq!(exits(&alarm), None);
+        assert!(asked(&alarm, Ask::Retire).is_empty());
+    }
+
+    #[test]
+    fn a_failed_fork_is_retried_a_second_later() {
+        let mut run = Run::serving(SETTINGS);
+        run.on(Event::Exited {
+            pid: 100,
+            exit: WorkerExit::Code(1),
+        });
+        // The replacement's fork failed.
+        let id = 1;
+        run.supervisor.workers.retain(|w| w.pid != 102);
+        run.supervisor.workers.push(Known {
+            id,
+            pid: 0,
+            generation: 0,
+            ready: false,
+            last_beat: run.now,
+            oldest: None,
+            retiring: None,
+            aborted: None,
+            killed: false,
+            replaced_for: None,
+        });
+        let failed = run.on(Event::ForkFailed {
+            id,
+            error: "EAGAIN".into(),
+        });
+        assert_eq!(spawns(&failed), 0);
+        assert_eq!(spawns(&run.later(FORK_RETRY)), 1);
+    }
+
+    #[test]
+    fn a_child_that_is_not_a_worker_is_ignored() {
+        let mut run = Run::serving(SETTINGS);
+        let stranger = run.exit(7, 0);
+        assert_eq!(spawns(&stranger), 0);
+        assert!(stranger.is_empty());
+    }
+
+    #[test]
+    fn an_arbiter_that_cannot_fork_safely_stops_with_1() {
+        let mut run = Run::new(SETTINGS, Upgrade::default());
+        let halted = run.on(Event::CannotFork);
+        assert_eq!(exits(&halted), Some(1));
+    }
+}
