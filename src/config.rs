@@ -31,11 +31,13 @@ use std::net::ToSocketAddrs as _;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use http::HeaderName;
+
 use crate::middleware::error_capture::sentry::ClientOptions;
 use crate::middleware::error_capture::sentry::types::Dsn;
 use crate::middleware::error_capture::{ErrorCapture, parse_statuses};
 use crate::middleware::headers::{HeaderRule, InjectHeaders, Mode};
-use crate::middleware::request_log::{AccessFormat, Redactor, RequestLog};
+use crate::middleware::request_log::{AccessFormat, REDACTED, Redactor, RequestLog};
 use crate::server::forwarded::TrustedProxies;
 use crate::server::http1::Limits;
 use crate::server::http1::conn::ConnConfig;
@@ -383,8 +385,20 @@ pub const SETTINGS: &[Setting] = &[
         flag: "access-log-redact",
         short: None,
         alias: None,
-        help: "a word that makes a query key secret, besides token, password, passwd, pwd, \
-               secret, key, code, signature, sig, auth, session, credential and jwt",
+        help: "a word that makes a query key or a header name secret, besides pass (password, \
+               passwd, passphrase), pwd, secret, token, jwt, code, key, sig, auth, credential, \
+               session, sid, csrf, xsrf, cookie, symfony and forwarded_for; repeat for several",
+        kind: Kind::List,
+        default: String::new,
+    },
+    Setting {
+        name: "access_log_show_headers",
+        flag: "access-log-show-header",
+        short: None,
+        alias: None,
+        help: "a header holding credentials (Authorization, Proxy-Authorization, Cookie, \
+               Set-Cookie, X-Api-Key, any name with a secret word) that %({name}i)s and \
+               %({name}o)s print as it is, not as [redacted]; repeat for several",
         kind: Kind::List,
         default: String::new,
     },
@@ -712,7 +726,8 @@ pub struct Config {
     /// `access_log_format`.
     pub access_log_format: AccessFormat,
     /// The request-logging layer, from `access_log_skip`,
-    /// `access_log_redact` and the headers the format prints.
+    /// `access_log_redact`, `access_log_show_headers` and the headers the
+    /// format prints.
     pub request_log: RequestLog,
     /// The header-injection layer, from `header*`, `security_headers`,
     /// `hsts`, `request_id_header` and `server_timing`.
@@ -939,10 +954,18 @@ impl Config {
                 .collect()
         };
         let redactor = Redactor::default().and(items("access_log_redact"));
+        let show_headers = items("access_log_show_headers")
+            .into_iter()
+            .map(|name| {
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| invalid("access_log_show_headers", &e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let request_log = items("access_log_skip")
             .into_iter()
             .fold(RequestLog::new(), RequestLog::skip)
             .redactor(redactor.clone())
+            .show_headers(show_headers)
             .for_format(&access_log_format);
         let mut inject_headers = InjectHeaders::new();
         for (name, mode) in [
@@ -1122,12 +1145,33 @@ impl Config {
         }
     }
 
-    /// Every effective value as TOML that can be used as a config file,
-    /// each with its origin and meaning as a comment.
+    /// Every effective value as TOML, each with its origin and meaning as
+    /// a comment, credentials masked (the Sentry DSN's key, the values of
+    /// credential headers), so that it can be shown to others.
     pub fn to_toml(&self) -> String {
+        self.toml(false)
+    }
+
+    /// As [`to_toml`](Self::to_toml), credentials and all: a config file
+    /// that resolves to these very values (`--print-config --show-secrets`).
+    pub fn to_toml_with_secrets(&self) -> String {
+        self.toml(true)
+    }
+
+    fn toml(&self, show_secrets: bool) -> String {
         let mut out = String::new();
         for ((name, value, origin), setting) in self.sources.iter().zip(SETTINGS) {
             let value = value.trim();
+            let masked = if show_secrets {
+                None
+            } else {
+                mask(name, value, &self.errors.redactor)
+            };
+            let note = match masked {
+                Some(_) => ", masked (--show-secrets shows it)",
+                None => "",
+            };
+            let value = masked.as_deref().unwrap_or(value);
             let literal = match setting.kind {
                 Kind::List | Kind::Lines => toml::Value::Array(
                     value
@@ -1144,12 +1188,60 @@ impl Config {
                 Kind::Value => toml::Value::String(value.to_owned()).to_string(),
             };
             out.push_str(&format!(
-                "{name} = {literal}  # {origin}: {}\n",
+                "{name} = {literal}  # {origin}{note}: {}\n",
                 setting.help
             ));
         }
         out
     }
+}
+
+/// `value`, the text of the setting `name`, with its credentials masked:
+/// the Sentry DSN's key, and the values of credential headers in the
+/// header settings, by the rule the access log and Sentry hide headers
+/// with. `None` when it holds none.
+fn mask(name: &str, value: &str, redactor: &Redactor) -> Option<String> {
+    let masked = match name {
+        "sentry_dsn" => mask_dsn(value),
+        "header" | "header_if_absent" | "header_append" => value
+            .split(Kind::Lines.separator())
+            .map(|line| mask_header_line(line, redactor))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => return None,
+    };
+    (masked != value).then_some(masked)
+}
+
+/// `Name: value` with the value masked when the header holds credentials.
+fn mask_header_line(line: &str, redactor: &Redactor) -> String {
+    let Some((header, _)) = line.split_once(':') else {
+        return line.to_owned();
+    };
+    let header = header.trim();
+    if redactor.is_secret_header(&header.to_ascii_lowercase()) {
+        format!("{header}: {REDACTED}")
+    } else {
+        line.to_owned()
+    }
+}
+
+/// A DSN with its key, and its secret in the old `KEY:SECRET@` form,
+/// masked: `https://[redacted]@o1.ingest.sentry.io/2`.
+fn mask_dsn(dsn: &str) -> String {
+    let Some((scheme, rest)) = dsn.split_once("://") else {
+        return dsn.to_owned();
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return dsn.to_owned();
+    };
+    let user = if authority[..at].contains(':') {
+        format!("{REDACTED}:{REDACTED}")
+    } else {
+        REDACTED.to_owned()
+    };
+    format!("{scheme}://{user}{}", &rest[at..])
 }
 
 /// `0.25`: digits around one point, written bare as a TOML float.
@@ -1459,8 +1551,13 @@ mod tests {
 
     #[test]
     fn printed_config_is_toml_that_resolves_to_the_same_values() {
-        let config = resolve(&[("threads", "3"), ("app", "hello")], &[], None).unwrap();
-        let printed = config.to_toml();
+        let flags = [
+            ("threads", "3"),
+            ("app", "hello"),
+            ("sentry_dsn", "https://k3y@o1.ingest.sentry.io/2"),
+        ];
+        let config = resolve(&flags, &[], None).unwrap();
+        let printed = config.to_toml_with_secrets();
         assert!(
             printed.contains("threads = 3  # flag --threads"),
             "{printed}"
@@ -1470,5 +1567,105 @@ mod tests {
         assert_eq!(again.preload, config.preload);
         assert_eq!(again.app, AppName::Hello);
         assert_eq!(again.bind, config.bind);
+        assert_eq!(again.errors.dsn, config.errors.dsn);
+    }
+
+    #[test]
+    fn printed_config_masks_credentials_unless_asked() {
+        let flags = [
+            ("sentry_dsn", "https://k3y@o1.ingest.sentry.io/2"),
+            ("header", "X-Api-Key: h3ader\nCache-Control: no-store"),
+            ("header_append", "Set-Cookie: c00kie=1"),
+        ];
+        let config = resolve(&flags, &[], None).unwrap();
+        let printed = config.to_toml();
+        assert!(
+            printed.contains(
+                "sentry_dsn = \"https://[redacted]@o1.ingest.sentry.io/2\"  \
+                 # flag --sentry-dsn, masked (--show-secrets shows it):"
+            ),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(r#"header = ["X-Api-Key: [redacted]", "Cache-Control: no-store"]"#),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(r#"header_append = ["Set-Cookie: [redacted]"]"#),
+            "{printed}"
+        );
+        for secret in ["k3y", "h3ader", "c00kie"] {
+            assert!(!printed.contains(secret), "{secret}: {printed}");
+        }
+        let shown = config.to_toml_with_secrets();
+        for secret in ["k3y", "h3ader", "c00kie"] {
+            assert!(shown.contains(secret), "{secret}: {shown}");
+        }
+        assert!(!shown.contains("masked"), "{shown}");
+    }
+
+    #[test]
+    fn a_dsn_loses_its_key_and_secret_and_keeps_its_host_and_project() {
+        assert_eq!(
+            mask_dsn("https://KEY@o1.ingest.sentry.io/1"),
+            "https://[redacted]@o1.ingest.sentry.io/1"
+        );
+        assert_eq!(
+            mask_dsn("http://KEY:SECRET@127.0.0.1:9000/42"),
+            "http://[redacted]:[redacted]@127.0.0.1:9000/42"
+        );
+        assert_eq!(mask_dsn("https://host/1"), "https://host/1");
+        assert_eq!(mask("sentry_dsn", "", &Redactor::default()), None);
+        assert_eq!(mask("threads", "3", &Redactor::default()), None);
+    }
+
+    #[test]
+    fn the_redact_help_names_every_default_word() {
+        let help = SETTINGS
+            .iter()
+            .find(|setting| setting.name == "access_log_redact")
+            .unwrap()
+            .help;
+        for word in crate::middleware::request_log::DEFAULT_SECRET_WORDS {
+            assert!(help.contains(word), "{word} is not in {help:?}");
+        }
+    }
+
+    #[test]
+    fn named_credential_headers_are_printed_and_the_others_redacted() {
+        use crate::Layer;
+        use crate::middleware::request_log::tracing_subscriber::layer::SubscriberExt as _;
+        use crate::middleware::request_log::tracing_subscriber::{Layer as _, Registry};
+        use crate::middleware::request_log::{AccessLog, Output};
+        use crate::test::{MockApp, TestRequest, serve};
+
+        let flags = [
+            ("access_log_format", "%({x-api-key}i)s %({authorization}i)s"),
+            ("access_log_show_headers", "X-Api-Key"),
+        ];
+        let config = resolve(&flags, &[], None).unwrap();
+        let path = std::env::temp_dir().join(format!("turnstile-shown-{}.log", std::process::id()));
+        let access_log =
+            AccessLog::new(config.access_log_format.clone(), Output::File(path.clone()));
+        let subscriber =
+            Registry::default().with(access_log.clone().with_filter(RequestLog::events()));
+        let app = config.request_log.layer(MockApp::ok("ok"));
+        let request = TestRequest::get("/")
+            .header("x-api-key", "k-1")
+            .header("authorization", "Bearer t-1")
+            .build();
+        tracing::subscriber::with_default(subscriber, || serve(&app, request));
+        access_log.flush();
+        let line = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(line, "k-1 [redacted]\n");
+
+        let error = resolve(&[("access_log_show_headers", "a b")], &[], None).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid access_log_show_headers"),
+            "{error}"
+        );
     }
 }

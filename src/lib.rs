@@ -9,13 +9,14 @@
 //! * [`middleware`]: the layers;
 //! * [`server`]: the HTTP/1.1 engine, worker threads and the arbiter.
 //!
-//! It also holds the applications the `turnstile` binary serves ([`apps`]),
-//! its settings ([`config`]), its `tracing` subscriber ([`logging`]) and the
+//! It also holds the `turnstile` command line ([`cli`]), the applications it
+//! serves ([`apps`]), its settings ([`config`]), its `tracing` subscriber ([`logging`]) and the
 //! server hooks that reach the layers ([`hooks`]).
 
 #![forbid(unsafe_code)]
 
 pub mod apps;
+pub mod cli;
 pub mod config;
 pub mod hooks;
 pub mod logging;

@@ -26,5 +26,12 @@ mod metrics;
 /// Tracing: OpenTelemetry spans over OTLP, traceparent in and out.
 mod traces;
 
+/// Secrets a request carries, kept out of every output.
+mod secrets;
+
 /// The arbiter and its workers: signals, supervision, binds.
 mod processes;
+
+/// No request dropped across recycling, reloads, upgrades and stops, with
+/// keep-alive clients that never retry.
+mod supervision;

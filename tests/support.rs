@@ -342,6 +342,19 @@ pub(crate) fn get_with(addr: &str, target: &str, headers: &[(&str, &str)]) -> Re
     }
 }
 
+/// A command for `binary` with none of the caller's OpenTelemetry or
+/// proxy settings: only what the test sets.
+pub(crate) fn command(binary: &std::path::Path) -> Command {
+    let mut command = Command::new(binary);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("OTEL_") || name.to_ascii_lowercase().ends_with("_proxy") {
+            command.env_remove(name);
+        }
+    }
+    command.env("NO_PROXY", "127.0.0.1");
+    command
+}
+
 /// The example program `name`, which `cargo test` builds next to the test
 /// binaries.
 pub(crate) fn example(name: &str) -> std::path::PathBuf {
@@ -541,4 +554,138 @@ impl OtlpReceiver {
             )
         })
     }
+}
+
+/// What a keep-alive load saw: answers by body, connections the server
+/// closed after saying so, connects refused once it was stopping, and
+/// requests that failed (which a client that does not retry would lose).
+#[derive(Debug, Default)]
+pub(crate) struct KeepAliveTally {
+    pub(crate) answers: Vec<String>,
+    pub(crate) closed_by_server: usize,
+    pub(crate) refused: usize,
+    pub(crate) failures: Vec<String>,
+}
+
+/// `clients` connections, each kept alive and sending `GET target` one
+/// request after another, never retrying: a request that gets no whole
+/// response is a failure; a response saying `Connection: close` makes the
+/// client connect again for the next. Runs until `stop` is set (or `limit`
+/// requests each); once `stopping` is set, a refused connect ends that
+/// client, as the server's port closing should.
+pub(crate) fn keep_alive_load(
+    addr: &str,
+    target: &str,
+    clients: usize,
+    limit: usize,
+    stop: &std::sync::atomic::AtomicBool,
+    stopping: &std::sync::atomic::AtomicBool,
+) -> KeepAliveTally {
+    use std::sync::atomic::Ordering;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut tally = KeepAliveTally::default();
+                    let mut connection: Option<BufReader<TcpStream>> = None;
+                    for n in 0..limit {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let reader = match &mut connection {
+                            Some(reader) => reader,
+                            None => match TcpStream::connect(addr) {
+                                Ok(stream) => {
+                                    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                                    connection.insert(BufReader::new(stream))
+                                }
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                                        && stopping.load(Ordering::SeqCst) =>
+                                {
+                                    tally.refused += 1;
+                                    break;
+                                }
+                                Err(e) => {
+                                    tally.failures.push(format!("connect: {e}"));
+                                    continue;
+                                }
+                            },
+                        };
+                        let request = format!("GET {target}?n={n} HTTP/1.1\r\nHost: test\r\n\r\n");
+                        let answer = reader
+                            .get_mut()
+                            .write_all(request.as_bytes())
+                            .map_err(|e| format!("send: {e}"))
+                            .and_then(|()| read_response(reader));
+                        match answer {
+                            Ok((200, close, body)) => {
+                                tally.answers.push(body);
+                                if close {
+                                    tally.closed_by_server += 1;
+                                    connection = None;
+                                }
+                            }
+                            Ok((status, _, body)) => {
+                                tally.failures.push(format!("{status}: {body}"));
+                                connection = None;
+                            }
+                            Err(error) => {
+                                tally.failures.push(format!("request {n}: {error}"));
+                                connection = None;
+                            }
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        let mut all = KeepAliveTally::default();
+        for handle in handles {
+            let tally = handle.join().unwrap();
+            all.answers.extend(tally.answers);
+            all.closed_by_server += tally.closed_by_server;
+            all.refused += tally.refused;
+            all.failures.extend(tally.failures);
+        }
+        all
+    })
+}
+
+/// Reads one response with a `Content-Length` body: its status, whether
+/// it says `Connection: close`, and its body.
+fn read_response(reader: &mut BufReader<TcpStream>) -> Result<(u16, bool, String), String> {
+    let mut status_line = String::new();
+    match reader.read_line(&mut status_line) {
+        Ok(0) => return Err("the connection closed before a response".into()),
+        Ok(_) => {}
+        Err(e) => return Err(format!("read: {e}")),
+    }
+    let status = status_line
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status line: {status_line:?}"))?;
+    let (mut length, mut close) = (0, false);
+    loop {
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("read: {e}"))?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse().map_err(|_| format!("bad length {value:?}"))?;
+        } else if name.eq_ignore_ascii_case("connection") {
+            close = value.eq_ignore_ascii_case("close");
+        }
+    }
+    let mut body = vec![0; length];
+    reader
+        .read_exact(&mut body)
+        .map_err(|e| format!("read the body: {e}"))?;
+    Ok((status, close, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -1,5 +1,4 @@
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -7,26 +6,13 @@ use serde_json::Value;
 use turnstile::middleware::error_capture::sentry::protocol::Context;
 
 use crate::support::{
-    OtlpReceiver, SentryReceiver, TempPath, Turnstile, example, get_with, wait_until,
+    OtlpReceiver, SentryReceiver, TempPath, Turnstile, command, example, get_with, wait_until,
 };
 
 /// `kind` of a SERVER span in OTLP.
 const SERVER: u64 = 2;
 /// `status.code` of an ERROR span in OTLP.
 const ERROR: u64 = 2;
-
-/// A command for the binary with none of the caller's OpenTelemetry or
-/// proxy settings: only what the test sets.
-fn command(binary: &std::path::Path) -> Command {
-    let mut command = Command::new(binary);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("OTEL_") || name.to_ascii_lowercase().ends_with("_proxy") {
-            command.env_remove(name);
-        }
-    }
-    command.env("NO_PROXY", "127.0.0.1");
-    command
-}
 
 fn start_exporting(receiver: &OtlpReceiver, args: &[&str]) -> Turnstile {
     let mut command = command(env!("CARGO_BIN_EXE_turnstile").as_ref());

@@ -42,6 +42,7 @@ pub mod failure;
 mod ids;
 mod layer;
 pub mod per_process;
+pub mod redact;
 pub mod reopen;
 mod route;
 pub mod test;

@@ -5,8 +5,9 @@
 //!
 //! The layer ([`RequestLog`]) watches each request go through and, from
 //! the completion hook, emits one `INFO` event with target
-//! [`TARGET`] (`turnstile::access`) and these fields: `method`, `path`,
-//! `query` (with secret values redacted), `status`, `bytes`, `duration_s`
+//! [`TARGET`] (`turnstile::access`) and these fields: `method`, `path`
+//! (every path parameter's value redacted), `query` (secret values
+//! redacted), `status`, `bytes`, `duration_s`
 //! (to the last byte), `request_id`, `trace_id` (when tracing is on),
 //! `client` (as far as trusted proxies say), `user_agent` and `pid`. Any
 //! `tracing` subscriber can take them; [`AccessLog`] is the one that writes
@@ -17,6 +18,11 @@
 //! appends to one of several buffers, written out when full and every
 //! second. A process's buffers are its own (built after the fork) and are
 //! written out when it stops; `SIGUSR1` reopens the file.
+//!
+//! The headers a format prints (`%({name}i)s`, `%({name}o)s`) are
+//! recorded as [`REDACTED`] when they hold credentials (`Authorization`,
+//! `Cookie`, `Set-Cookie`, API keys: [`Redactor::is_secret_header`]),
+//! unless [`RequestLog::show_headers`] names them.
 //!
 //! Health checks can be left out with [`RequestLog::skip`]; a skipped path
 //! is still logged when it fails (status 500 or more, or a response cut
@@ -56,6 +62,7 @@ pub(crate) mod format;
 mod output;
 mod redact;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -70,7 +77,7 @@ use turnstile_core::{
 
 pub use format::{AccessFormat, COMBINED, InvalidFormat};
 pub use output::{AccessLog, FLUSH_INTERVAL, Output};
-pub use redact::{DEFAULT_SECRET_WORDS, REDACTED, Redactor};
+pub use redact::{ALWAYS_SECRET, DEFAULT_SECRET_WORDS, REDACTED, Redactor, SECRET_HEADER_WORDS};
 pub use tracing_subscriber;
 
 /// The target of the per-request events.
@@ -84,7 +91,8 @@ pub struct AccessRecord {
     pub started: SystemTime,
     /// The request method.
     pub method: Method,
-    /// The path, percent-encoded as it was sent.
+    /// The path, percent-encoded as it was sent, the value of every path
+    /// parameter (`;jsessionid=…`) redacted.
     pub path: String,
     /// The query string, secret values redacted; `None` when there was none.
     pub query: Option<String>,
@@ -110,20 +118,27 @@ pub struct AccessRecord {
     pub referer: Option<String>,
     /// The process that served the request.
     pub pid: u32,
-    /// The request headers the log format asked for.
+    /// The request headers the log format asked for: credentials redacted
+    /// unless [shown](RequestLog::show_headers), and a URL's secrets
+    /// redacted as the `Referer`'s are.
     pub request_headers: HeaderMap,
-    /// The response headers the log format asked for.
+    /// The response headers the log format asked for, redacted as the
+    /// request's are.
     pub response_headers: HeaderMap,
 }
 
-/// The layer. By default it skips nothing and redacts
-/// [`DEFAULT_SECRET_WORDS`].
+/// The layer. By default it skips nothing, redacts
+/// [`DEFAULT_SECRET_WORDS`] and shows no credential header.
 #[derive(Clone, Debug, Default)]
 pub struct RequestLog {
     skip: Vec<String>,
     redactor: Redactor,
     request_headers: Vec<HeaderName>,
     response_headers: Vec<HeaderName>,
+    show_headers: Vec<HeaderName>,
+    /// The printed headers recorded as [`REDACTED`], decided as the layer
+    /// is built rather than for every request.
+    hidden: Vec<HeaderName>,
 }
 
 impl RequestLog {
@@ -139,9 +154,17 @@ impl RequestLog {
         self
     }
 
-    /// Decides which query values are hidden.
+    /// Decides which query values and headers are hidden.
     pub fn redactor(mut self, redactor: Redactor) -> Self {
         self.redactor = redactor;
+        self
+    }
+
+    /// Lets the format print these headers as they are, though they hold
+    /// credentials; any other credential header
+    /// ([`Redactor::is_secret_header`]) is recorded as [`REDACTED`].
+    pub fn show_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.show_headers.extend(names);
         self
     }
 
@@ -207,9 +230,36 @@ impl<A: Application> Layer<A> for RequestLog {
     type Application = Logged<A>;
 
     fn layer(&self, inner: A) -> Logged<A> {
+        let mut config = self.clone();
+        config.hidden = self
+            .request_headers
+            .iter()
+            .chain(&self.response_headers)
+            .filter(|name| {
+                !self.show_headers.contains(name) && self.redactor.is_secret_header(name.as_str())
+            })
+            .cloned()
+            .collect();
         Logged {
             inner,
-            config: Arc::new(self.clone()),
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl RequestLog {
+    /// What the record keeps of a header the format prints: [`REDACTED`]
+    /// for a credential not shown, else the value with any URL's secrets
+    /// redacted, as the `Referer`'s are for `%(f)s`.
+    fn recorded(&self, name: &HeaderName, value: &HeaderValue) -> HeaderValue {
+        if self.hidden.contains(name) {
+            return HeaderValue::from_static(REDACTED);
+        }
+        let text = String::from_utf8_lossy(value.as_bytes());
+        match self.redactor.url(&text) {
+            Cow::Borrowed(_) => value.clone(),
+            Cow::Owned(redacted) => HeaderValue::from_bytes(redacted.as_bytes())
+                .unwrap_or_else(|_| HeaderValue::from_static(REDACTED)),
         }
     }
 }
@@ -232,7 +282,9 @@ impl<A: Application> Application for Logged<A> {
         let mut response = respond(&self.inner, request);
         for name in &self.config.response_headers {
             if let Some(value) = response.headers().get(name) {
-                record.response_headers.insert(name, value.clone());
+                record
+                    .response_headers
+                    .insert(name, self.config.recorded(name, value));
             }
         }
         let config = self.config.clone();
@@ -255,7 +307,7 @@ fn start(config: &RequestLog, request: &Request) -> (Box<AccessRecord>, Instant)
     let mut request_headers = HeaderMap::new();
     for name in &config.request_headers {
         if let Some(value) = headers.get(name) {
-            request_headers.insert(name, value.clone());
+            request_headers.insert(name, config.recorded(name, value));
         }
     }
     let text = |name: HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
@@ -263,7 +315,7 @@ fn start(config: &RequestLog, request: &Request) -> (Box<AccessRecord>, Instant)
     let record = Box::new(AccessRecord {
         started: received.wall,
         method: request.method().clone(),
-        path: request.uri().path().to_owned(),
+        path: config.redactor.path(request.uri().path()).into_owned(),
         query: request
             .uri()
             .query()

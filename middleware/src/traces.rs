@@ -9,8 +9,9 @@
 //!   [`Route`], else `{method}` (`HTTP` for a method outside HTTP's
 //!   registry): never the raw path, which would make every URL a name;
 //! - carries the stable HTTP semantic conventions: `http.request.method`
-//!   (and `http.request.method_original`), `url.path`, `url.query` (secret
-//!   values redacted), `url.scheme`, `http.route`,
+//!   (and `http.request.method_original`), `url.path` (every path
+//!   parameter's value redacted), `url.query` (secret values redacted),
+//!   `url.scheme`, `http.route`,
 //!   `http.response.status_code`, `server.address`, `server.port`,
 //!   `client.address` (the proxy-resolved client, `--forwarded-allow-ips`),
 //!   `user_agent.original`, `network.protocol.version`, and `error.type`
@@ -192,7 +193,8 @@ impl TraceRequests {
     }
 
     /// Hides the values of query keys this redactor finds secret in
-    /// `url.query` (the request-logging layer's, so both hide the same).
+    /// `url.query`, and path parameters in `url.path` (the
+    /// request-logging layer's, so both hide the same).
     pub fn redactor(mut self, redactor: Redactor) -> Self {
         self.redactor = redactor;
         self
@@ -444,7 +446,10 @@ fn request_attributes(
             ));
         }
     }
-    attributes.push(KeyValue::new("url.path", recent::path(uri.path())));
+    attributes.push(KeyValue::new(
+        "url.path",
+        recent::path(&redactor.path(uri.path())),
+    ));
     if let Some(query) = uri.query() {
         attributes.push(KeyValue::new(
             "url.query",

@@ -334,13 +334,18 @@ impl Arbiter {
             return 2;
         }
         let addresses: Vec<String> = listeners.iter().map(ToString::to_string).collect();
+        // Written, not printed: a closed standard output (the terminal or
+        // the pipe that started the arbiter before an upgrade is gone) is
+        // no reason to stop.
+        let mut stdout = io::stdout().lock();
         if let Some(addr) = endpoint.as_ref().and_then(|e| e.local_addr().ok()) {
-            println!("turnstile: metrics on http://{addr}/metrics");
+            let _ = writeln!(stdout, "turnstile: metrics on http://{addr}/metrics");
         }
         for address in &addresses {
-            println!("turnstile: listening on {address}");
+            let _ = writeln!(stdout, "turnstile: listening on {address}");
         }
-        let _ = io::stdout().flush();
+        let _ = stdout.flush();
+        drop(stdout);
         log::info(format_args!(
             "arbiter started (pid {}): {} worker(s) of {} thread(s) on {}{}",
             std::process::id(),

@@ -47,6 +47,9 @@ impl InFlight {
         let target = String::from_utf8_lossy(&self.target);
         let uri = target.parse::<http::Uri>().ok();
         let path = uri.as_ref().map_or("/", http::Uri::path);
+        // The query is left out, and path parameters' values (session
+        // ids) hidden: this names the request in the error log.
+        let path = turnstile_core::redact::path_parameters(path);
         format!("{} {path} (request {})", self.method, self.request_id)
     }
 }
@@ -195,14 +198,14 @@ mod tests {
             request_id: Uuid::nil(),
             started: Instant::now(),
         };
-        let mut first = Some(request(Method::GET, b"/slow?token=secret"));
+        let mut first = Some(request(Method::GET, b"/slow;jsessionid=A1F3?token=secret"));
         let mut second = Some(request(Method::POST, b"/later"));
         a.run(&mut first, started, || {
             b.run(&mut second, started + Duration::from_millis(5), || {
                 let oldest = records.oldest().unwrap();
                 assert_eq!(
                     oldest.describe(),
-                    "GET /slow (request 00000000-0000-0000-0000-000000000000)"
+                    "GET /slow;jsessionid=[redacted] (request 00000000-0000-0000-0000-000000000000)"
                 );
             });
             assert_eq!(records.oldest().unwrap().method, Method::GET);

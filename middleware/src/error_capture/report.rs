@@ -20,6 +20,7 @@ use turnstile_core::{Environ, Failure, Request, RequestId, Route, TraceId, Worke
 
 use super::{Settings, TARGET, scrub};
 use crate::metrics::scheme_label;
+use crate::request_log::Redactor;
 
 /// Events waiting for the transport thread before new ones are dropped
 /// (Sentry's default is 30); a burst of failures should not lose reports.
@@ -281,20 +282,27 @@ impl Facts {
         self.route.as_ref()
     }
 
-    /// `GET /users/{id}` with a route, else `GET /users/7`: Sentry's
-    /// transaction, and the name of the request in log lines.
+    /// `GET /users/{id}` with a route, else `GET /users/7` (its path
+    /// parameters redacted): Sentry's transaction.
     pub(super) fn transaction(&self, route: Option<&str>) -> String {
-        let target = route
-            .or(self.route.as_ref().map(Route::as_str))
-            .unwrap_or(self.uri.path());
-        format!("{} {target}", self.method)
+        match route.or(self.route.as_ref().map(Route::as_str)) {
+            Some(route) => format!("{} {route}", self.method),
+            None => self.request_line(),
+        }
+    }
+
+    /// `GET /users/7`, its path parameters redacted: the request in log
+    /// lines.
+    fn request_line(&self) -> String {
+        let path = self.settings.redactor.path(self.uri.path());
+        format!("{} {path}", self.method)
     }
 
     /// The log line of a failure; it names the Sentry event, if one was sent.
     pub(super) fn log_failure(&self, failure: &Failure, event_id: Option<Uuid>) {
         let event_id = event_id.map(|id| tracing::field::display(id.simple()));
         let trace_id = self.trace_id.map(tracing::field::display);
-        let request = format!("{} {}", self.method, self.uri.path());
+        let request = self.request_line();
         match failure.panicked() {
             Some(panicked) => tracing::error!(
                 target: TARGET,
@@ -323,8 +331,8 @@ impl Facts {
 pub struct StuckRequest<'a> {
     /// Its method.
     pub method: &'a Method,
-    /// Its request-target as received; only the path is reported, since
-    /// the query may hold a secret.
+    /// Its request-target as received; only the path is reported, its
+    /// parameters redacted, since the query and they may hold a secret.
     pub target: &'a [u8],
     /// Its `Host`, for the URL.
     pub host: Option<&'a HeaderValue>,
@@ -353,12 +361,13 @@ pub fn report_stuck_request(stuck: &StuckRequest<'_>, within: Duration) -> Optio
 // ANCHOR_END: stuck
 
 fn stuck_event(stuck: &StuckRequest<'_>) -> Event<'static> {
-    // Only the path: an absolute-form target may carry a user and password,
-    // and any target a query.
+    // Only the path, its parameters redacted: an absolute-form target may
+    // carry a user and password, any target a query, and a path parameter
+    // a session id.
     let target = String::from_utf8_lossy(stuck.target);
     let uri = target.parse::<Uri>().ok();
     let path = uri.as_ref().map_or("/", Uri::path);
-    let name = format!("{} {path}", stuck.method);
+    let name = format!("{} {}", stuck.method, Redactor::default().path(path));
     let seconds = stuck.ran_for.as_secs_f64();
     let host = stuck.host.and_then(|host| host.to_str().ok());
     let url = path
@@ -447,5 +456,24 @@ mod tests {
         let text = format!("{absolute:?}");
         assert!(!text.contains("s3cret"), "{text}");
         assert_eq!(absolute.transaction.as_deref(), Some("POST /x"));
+
+        let with_parameters = stuck_event(&StuckRequest {
+            method: &method,
+            target: b"/cart;jsessionid=s3cret/items",
+            host: Some(&host),
+            request_id: "0f3c".into(),
+            ran_for: Duration::from_secs(3),
+            worker: Worker::default(),
+        });
+        let text = format!("{with_parameters:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(
+            with_parameters.transaction.as_deref(),
+            Some("POST /cart;jsessionid=[redacted]/items")
+        );
+        assert_eq!(
+            with_parameters.request.unwrap().url.unwrap().as_str(),
+            "http://shop.example/cart;jsessionid=[redacted]/items"
+        );
     }
 }

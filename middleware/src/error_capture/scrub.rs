@@ -3,9 +3,11 @@
 //! Always hidden: the credentials in [`ALWAYS_SECRET`], any header whose
 //! name has a secret word (the [`Redactor`]'s, such as `token` or `key`,
 //! or one of [`SECRET_HEADER_WORDS`]: `X-Auth-Token`, `X-CSRFToken`,
-//! `X-Amzn-Oidc-Data`), and the values of secret-looking query keys
-//! (`?token=`, `password=`), in the URL and in any header value with a
-//! query (`Referer`, `X-Original-URL`). Hidden unless `send_default_pii` is
+//! `X-Amzn-Oidc-Data`), by the rule the access log hides headers with
+//! ([`Redactor::is_secret_header`]); the values of secret-looking query
+//! keys (`?token=`, `password=`) and of every path parameter
+//! (`;jsessionid=`), in the URL and in any header value that is a URL
+//! (`Referer`, `X-Original-URL`). Hidden unless `send_default_pii` is
 //! on: the client's address and the headers that carry it ([`FORWARDING`],
 //! and any name with `forwarded` or ending in `-ip` or `clientip`). Bodies
 //! are never read.
@@ -31,19 +33,9 @@ use turnstile_core::http::{HeaderMap, Uri};
 
 use crate::request_log::{REDACTED, Redactor};
 
-/// Request headers whose values are never sent.
-pub const ALWAYS_SECRET: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-];
-
-/// Words that make a header name secret, besides the redactor's: the
-/// identity and signature headers of proxies and platforms.
-pub const SECRET_HEADER_WORDS: &[&str] =
-    &["oidc", "principal", "hmac", "cert", "dpop", "csrf", "xsrf"];
+/// The headers always hidden and the words that hide a header, shared
+/// with the access log.
+pub use crate::request_log::{ALWAYS_SECRET, SECRET_HEADER_WORDS};
 
 /// Headers that carry the client's address, sent only with
 /// `send_default_pii`; names with `forwarded`, or ending in `-ip` or
@@ -61,12 +53,6 @@ fn is_forwarding(name: &str) -> bool {
         || name.ends_with("clientip")
 }
 
-fn is_secret(name: &str, redactor: &Redactor) -> bool {
-    ALWAYS_SECRET.contains(&name)
-        || redactor.is_secret(name)
-        || SECRET_HEADER_WORDS.iter().any(|word| name.contains(word))
-}
-
 // ANCHOR: headers
 /// The request's headers as Sentry shows them, secret values replaced by
 /// [`REDACTED`]. A name sent twice has its values joined with `, `.
@@ -78,12 +64,13 @@ pub fn headers(
     let mut shown: Map<String, String> = Map::new();
     for (name, value) in headers {
         let name = name.as_str();
-        let hidden = is_secret(name, redactor) || (!send_default_pii && is_forwarding(name));
+        let hidden = redactor.is_secret_header(name) || (!send_default_pii && is_forwarding(name));
         let value = if hidden {
             REDACTED.into()
         } else {
-            // A value with a query is a URL (`Referer`, `X-Original-URL`):
-            // its secret values go, as they do from the request's URL.
+            // A value with a query or path parameters is a URL (`Referer`,
+            // `X-Original-URL`): its secrets go, as they do from the
+            // request's URL.
             let text = String::from_utf8_lossy(value.as_bytes());
             match redactor.url(&text) {
                 std::borrow::Cow::Borrowed(_) => text,
@@ -104,9 +91,9 @@ pub fn headers(
 }
 // ANCHOR_END: headers
 
-/// The URL the client asked for, `scheme://host/path?query`, with secret
-/// query values redacted and any user or password removed. `None` when
-/// the host is unknown or the result is not a URL.
+/// The URL the client asked for, `scheme://host/path?query`, with path
+/// parameters and secret query values redacted and any user or password
+/// removed. `None` when the host is unknown or the result is not a URL.
 pub fn url(scheme: &str, host: Option<&str>, uri: &Uri, redactor: &Redactor) -> Option<Url> {
     let host = uri
         .authority()
@@ -114,7 +101,7 @@ pub fn url(scheme: &str, host: Option<&str>, uri: &Uri, redactor: &Redactor) -> 
         .or(host)?;
     // The user and password of an absolute-form target; Host has none.
     let host = host.rsplit('@').next().unwrap_or(host);
-    let mut text = format!("{scheme}://{host}{}", uri.path());
+    let mut text = format!("{scheme}://{host}{}", redactor.path(uri.path()));
     if let Some(query) = uri.query() {
         text.push('?');
         text.push_str(&redactor.query(query));
@@ -149,6 +136,11 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
+        headers.append(
+            "x-original-url",
+            "/cart;jsessionid=abc/items".parse().unwrap(),
+        );
+        headers.append("accept", "text/html;q=0.9".parse().unwrap());
         let shown = super::headers(&headers, true, &Redactor::default());
         for secret in [
             "authorization",
@@ -165,6 +157,8 @@ mod tests {
             shown["referer"],
             "https://shop.example/reset?email=a&token=[redacted]"
         );
+        assert_eq!(shown["x-original-url"], "/cart;jsessionid=[redacted]/items");
+        assert_eq!(shown["accept"], "text/html;q=0.9");
         assert_eq!(shown["user-agent"], "curl/8.0");
         let everything = format!("{shown:?}");
         assert!(
@@ -207,5 +201,11 @@ mod tests {
         let url = super::url("http", None, &absolute, &redactor).unwrap();
         assert_eq!(url.as_str(), "http://shop.example/x");
         assert!(super::url("http", None, &"/x".parse().unwrap(), &redactor).is_none());
+        let with_parameters: Uri = "/cart;jsessionid=s3cret/items?page=2".parse().unwrap();
+        let url = super::url("http", Some("shop.example"), &with_parameters, &redactor).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://shop.example/cart;jsessionid=[redacted]/items?page=2"
+        );
     }
 }

@@ -359,6 +359,51 @@ fn without_sentry_a_failure_is_logged_with_its_request_id() {
 }
 
 #[test]
+fn path_parameters_reach_neither_sentry_nor_the_error_log() {
+    let (capture, transport) = reporting(ErrorCapture::new().capture_statuses([404..=404]));
+    let failing = capture.clone().layer(MockApp::failing("no"));
+    let missing = capture.layer(MockApp::with_status(StatusCode::NOT_FOUND, "none"));
+    let mut referred = request("/cart;jsessionid=s3cret-id/items?page=2");
+    referred.headers_mut().insert(
+        "referer",
+        "https://shop.example/list;jsessionid=s3cret-ref?page=1"
+            .parse()
+            .unwrap(),
+    );
+    let (logged, _) = logged_while(|| {
+        serve(&failing, referred);
+        serve(&missing, request("/cart;jsessionid=s3cret-id/items"));
+    });
+    let events = transport.fetch_and_clear_events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let reported = events[0].request.as_ref().unwrap();
+    assert_eq!(
+        reported.url.as_ref().unwrap().as_str(),
+        "http://shop.example/cart;jsessionid=[redacted]/items?page=2"
+    );
+    assert_eq!(
+        reported.headers["referer"],
+        "https://shop.example/list;jsessionid=[redacted]?page=1"
+    );
+    assert_eq!(
+        events[0].transaction.as_deref(),
+        Some("GET /cart;jsessionid=[redacted]/items")
+    );
+    assert_eq!(
+        events[1].message.as_deref(),
+        Some("GET /cart;jsessionid=[redacted]/items answered 404 Not Found")
+    );
+    let text = format!("{events:?} {logged:?}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(
+        logged
+            .iter()
+            .any(|line| line.contains("GET /cart;jsessionid=[redacted]/items failed: no")),
+        "{logged:?}"
+    );
+}
+
+#[test]
 fn status_lists_parse() {
     assert_eq!(parse_statuses(""), Ok(vec![]));
     assert_eq!(parse_statuses("500-599"), Ok(vec![500..=599]));

@@ -145,6 +145,101 @@ fn secrets_in_the_query_and_referer_are_redacted() {
     );
 }
 
+#[test]
+fn path_parameters_never_reach_a_line_in_any_format() {
+    let collect = Collect::default();
+    let app = RequestLog::new().layer(MockApp::ok("ok"));
+    let request = TestRequest::get("/cart;jsessionid=s3cret/items;v=2?page=2")
+        .header("referer", "https://shop.example/list;jsessionid=s3cret")
+        .build();
+    collect.watch(|| serve(&app, request));
+    let record = &collect.records()[0];
+    assert_eq!(
+        record.path,
+        "/cart;jsessionid=[redacted]/items;v=[redacted]"
+    );
+    assert_eq!(
+        record.referer.as_deref(),
+        Some("https://shop.example/list;jsessionid=[redacted]")
+    );
+    for format in ["json", "combined", "%(r)s %(U)s %(f)s"] {
+        let mut line = Vec::new();
+        format
+            .parse::<AccessFormat>()
+            .unwrap()
+            .write(record, &mut line);
+        let line = String::from_utf8(line).unwrap();
+        assert!(!line.contains("s3cret"), "{format}: {line}");
+        assert!(line.contains("/items") && line.contains("page=2"), "{line}");
+    }
+}
+
+#[test]
+fn credential_headers_are_recorded_redacted_unless_shown() {
+    let format: AccessFormat = [
+        "%({authorization}i)s %({proxy-authorization}i)s %({cookie}i)s %({x-api-key}i)s",
+        "%({x-auth-token}i)s %({x-request-id}i)s %({x-original-url}i)s",
+        "%({set-cookie}o)s %({content-type}o)s",
+    ]
+    .join(" ")
+    .parse()
+    .unwrap();
+    let app = |shown: &[&'static str]| {
+        RequestLog::new()
+            .for_format(&format)
+            .show_headers(shown.iter().copied().map(HeaderName::from_static))
+            .layer(MockApp::new(|_| {
+                let mut response = Response::new("ok".into());
+                let headers = response.headers_mut();
+                headers.insert("set-cookie", HeaderValue::from_static("sid=s3cret-set"));
+                headers.insert("content-type", HeaderValue::from_static("text/plain"));
+                Ok(response)
+            }))
+    };
+    let request = || {
+        TestRequest::get("/")
+            .header("authorization", "Bearer s3cret-auth")
+            .header("proxy-authorization", "Basic s3cret-proxy")
+            .header("cookie", "sessionid=s3cret-cookie")
+            .header("x-api-key", "s3cret-key")
+            .header("x-auth-token", "s3cret-token")
+            .header("x-request-id", "r-1")
+            .header("x-original-url", "/reset?token=s3cret-url&page=2")
+            .build()
+    };
+    let collect = Collect::default();
+    collect.watch(|| serve(&app(&[]), request()));
+    let record = &collect.records()[0];
+    for name in [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "x-auth-token",
+    ] {
+        assert_eq!(record.request_headers[name], REDACTED, "{name}");
+    }
+    assert_eq!(record.response_headers["set-cookie"], REDACTED);
+    assert_eq!(record.request_headers["x-request-id"], "r-1");
+    assert_eq!(
+        record.request_headers["x-original-url"],
+        "/reset?token=[redacted]&page=2"
+    );
+    assert_eq!(record.response_headers["content-type"], "text/plain");
+    let mut line = Vec::new();
+    format.write(record, &mut line);
+    let line = String::from_utf8(line).unwrap();
+    assert!(!line.contains("s3cret"), "{line}");
+
+    // Named by a setting, a credential header is printed as it came.
+    let collect = Collect::default();
+    collect.watch(|| serve(&app(&["x-api-key", "set-cookie"]), request()));
+    let record = &collect.records()[0];
+    assert_eq!(record.request_headers["x-api-key"], "s3cret-key");
+    assert_eq!(record.response_headers["set-cookie"], "sid=s3cret-set");
+    assert_eq!(record.request_headers["authorization"], REDACTED);
+}
+
 // ANCHOR: skip_test
 #[test]
 fn skipped_paths_are_logged_only_when_they_fail() {

@@ -85,8 +85,12 @@ impl OtlpSettings {
                 .map(str::trim)
                 .filter(|pair| !pair.is_empty())
             {
-                let bad = || format!("{name}: `{pair}` is not a header (key=value)");
-                let (key, value) = pair.split_once('=').ok_or_else(bad)?;
+                // The message names the key alone: the value is usually an
+                // API key, and the message is printed as the binary starts.
+                let without_equals =
+                    || format!("{name}: an item without `=` is not a header (key=value)");
+                let (key, value) = pair.split_once('=').ok_or_else(without_equals)?;
+                let bad = || format!("{name}: `{}=…` is not a header (key=value)", key.trim());
                 let value = percent_encoding::percent_decode_str(value.trim()).decode_utf8_lossy();
                 let key = HeaderName::try_from(key.trim()).map_err(|_| bad())?;
                 let value = HeaderValue::try_from(value.as_ref()).map_err(|_| bad())?;
@@ -697,9 +701,17 @@ mod tests {
                 ][..],
                 "is not a header",
             ),
+            (
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                    ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cret%0A"),
+                ][..],
+                "`api-key=…` is not a header",
+            ),
         ] {
             let error = from(pairs).unwrap_err();
             assert!(error.contains(complaint), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
         }
     }
 }

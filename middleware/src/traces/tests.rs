@@ -103,6 +103,21 @@ fn one_server_span_per_request_continues_the_callers_trace() {
 // ANCHOR_END: span_test
 
 #[test]
+fn path_parameters_and_secret_query_values_stay_out_of_the_span() {
+    let (layer, spans) = exporting();
+    let app = layer.layer(MockApp::ok("ok"));
+    let request = TestRequest::get("/cart;jsessionid=s3cret/items?page=2&pass=s3cret")
+        .header("user-agent", "curl/8.0")
+        .build();
+    serve(&app, request);
+    let span = &finished(&spans)[0];
+    assert_eq!(text(span, "url.path"), "/cart;jsessionid=[redacted]/items");
+    assert_eq!(text(span, "url.query"), "page=2&pass=[redacted]");
+    let everything = format!("{span:?}");
+    assert!(!everything.contains("s3cret"), "{everything}");
+}
+
+#[test]
 fn a_5xx_or_an_error_marks_the_span_failed_and_a_4xx_does_not() {
     let (layer, spans) = exporting();
     serve(
