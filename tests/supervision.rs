@@ -305,3 +305,117 @@ fn usr2_upgrades_to_a_new_build_under_load_without_a_failed_request() {
     assert!(gone.is_some(), "the upgraded arbiter did not stop");
     let _ = std::fs::remove_dir_all(&dir.0);
 }
+
+#[test]
+fn signals_the_arbiter_does_not_use_are_logged_and_ignored() {
+    let log = TempPath::new("ignored-signals.log");
+    let mut server = Turnstile::start(&[
+        "--workers",
+        "1",
+        "--app",
+        "hello",
+        "--error-logfile",
+        log.as_str(),
+    ]);
+    let workers = server.wait_for_workers(1);
+    // Each of these would end a process by its default action.
+    let ignored = [
+        "ALRM", "VTALRM", "PROF", "IO", "PWR", "XCPU", "XFSZ", "STKFLT",
+    ];
+    for signal in ignored {
+        server.signal(signal);
+    }
+    let logged = wait_until(Duration::from_secs(10), || {
+        let text = log.read();
+        ignored
+            .iter()
+            .all(|signal| text.contains(&format!("SIG{signal} ignored")))
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", log.read());
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the arbiter ended"
+    );
+    assert_eq!(server.workers(), workers, "a worker was replaced");
+    assert_eq!(
+        fetch(server.addr(), "/"),
+        Ok((200, "Hello, world!\n".into()))
+    );
+}
+
+#[test]
+fn an_upgrade_that_cannot_boot_leaves_the_old_arbiter_serving_with_its_pid_file() {
+    let dir = TempPath::new("failed-upgrade");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let binary = dir.0.join("turnstile");
+    std::fs::copy(env!("CARGO_BIN_EXE_turnstile"), &binary).unwrap();
+    let pidfile = dir.0.join("turnstile.pid");
+    let log = dir.0.join("error.log");
+    let mut command = Command::new(&binary);
+    command.args(["--bind", "127.0.0.1:0", "--workers", "2", "--app", "hello"]);
+    command
+        .arg("--pid")
+        .arg(&pidfile)
+        .arg("--error-logfile")
+        .arg(&log);
+    let server = Turnstile::start_command(command);
+    let old = server.pid();
+    let workers = server.wait_for_workers(2);
+    // A build that exits at once, as one whose settings are now invalid does.
+    let staged = dir.0.join("turnstile.new");
+    std::fs::write(&staged, "#!/bin/sh\nexit 2\n").unwrap();
+    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, &binary).unwrap();
+    server.signal("USR2");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let failed = wait_until(Duration::from_secs(15), || {
+        read_log()
+            .contains("exited with code 2; this one keeps serving")
+            .then_some(())
+    });
+    assert!(failed.is_some(), "{}", read_log());
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        old.to_string()
+    );
+    assert_eq!(server.workers(), workers);
+    assert_eq!(
+        fetch(server.addr(), "/"),
+        Ok((200, "Hello, world!\n".into()))
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir.0);
+}
+
+#[test]
+fn a_worker_killed_outright_loses_at_most_the_requests_it_was_serving() {
+    let server = Turnstile::start(&["--workers", "2", "--threads", "4", "--app", "hello"]);
+    let workers = server.wait_for_workers(2);
+    let victim = *workers.iter().next().unwrap();
+    let (stop, never) = (AtomicBool::new(false), AtomicBool::new(false));
+    const CLIENTS: usize = 16;
+    let tally = std::thread::scope(|scope| {
+        let load =
+            scope.spawn(|| keep_alive_load(server.addr(), "/", CLIENTS, 200_000, &stop, &never));
+        std::thread::sleep(Duration::from_millis(500));
+        signal_process(victim, "KILL");
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::Relaxed);
+        load.join().unwrap()
+    });
+    eprintln!(
+        "kill -9 under load: {} answered, {} failed",
+        tally.answers.len(),
+        tally.failures.len()
+    );
+    // A connection has at most one request in flight, and only the
+    // victim's connections were cut.
+    assert!(
+        tally.failures.len() <= CLIENTS,
+        "{} failed: {:?}",
+        tally.failures.len(),
+        &tally.failures[..tally.failures.len().min(5)]
+    );
+    assert!(!server.workers().contains(&victim));
+}
