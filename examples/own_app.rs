@@ -9,12 +9,12 @@
 
 use std::process::ExitCode;
 
-use turnstile::{Request, Response, SharedApp};
+use turnstile::{Request, Response};
 
 fn greet(_request: Request) -> Response {
     Response::new("Hello from own_app\n".into())
 }
 
 fn main() -> ExitCode {
-    turnstile::cli::main_with(|_config| SharedApp::new(greet))
+    turnstile::main(|_settings| greet)
 }

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use http::{HeaderValue, StatusCode, header};
 
-use crate::server::http1::head::field_lines;
-use crate::{Bytes, Environ, PerProcess, Request, Response, ResponseBody, Route};
+use turnstile::server::http1::head::field_lines;
+use turnstile::{Bytes, Environ, PerProcess, Request, Response, ResponseBody, Route};
 
 const HELLO: &str = "Hello, world!\n";
 
 /// Every request gets `200 Hello, world!\n` as `text/plain`.
-pub fn hello(_request: Request) -> Response {
+pub(crate) fn hello(_request: Request) -> Response {
     text(StatusCode::OK, HELLO)
 }
 
@@ -43,7 +43,7 @@ pub fn hello(_request: Request) -> Response {
 /// let response = test::serve(&apps::demo, test::TestRequest::get("/stream?chunks=3").build());
 /// assert_eq!(response.text(), "chunk 1\nchunk 2\nchunk 3\n");
 /// ```
-pub fn demo(request: Request) -> Result<Response, DemoError> {
+pub(crate) fn demo(request: Request) -> Result<Response, DemoError> {
     let path = request.uri().path().to_owned();
     let mut response = match path.as_str() {
         "/" => text(StatusCode::OK, HELLO),
@@ -91,7 +91,7 @@ const ROUTES: [&str; 7] = [
 /// Stands for a per-process resource (a database connection, a client with
 /// a background thread): it remembers the process that built it.
 #[derive(Debug)]
-pub struct ProcessStamp {
+pub(crate) struct ProcessStamp {
     /// The process that built it.
     pub built_by: u32,
 }
@@ -105,7 +105,7 @@ static PROCESS_STAMP: LazyLock<PerProcess<ProcessStamp>> = LazyLock::new(|| {
 /// Builds the demo's per-process resources, as an application does while
 /// it loads: under `--preload` that happens in the arbiter, and each worker
 /// must still get its own.
-pub fn load_demo() {
+pub(crate) fn load_demo() {
     PROCESS_STAMP.get();
 }
 
@@ -115,7 +115,7 @@ pub fn load_demo() {
 /// # Panics
 ///
 /// Always.
-pub fn load_broken() -> ! {
+pub(crate) fn load_broken() -> ! {
     panic!("the broken application fails to load, as --app broken asks")
 }
 
@@ -147,7 +147,7 @@ pub fn load_broken() -> ! {
 /// # Errors
 ///
 /// When the request body cannot be read to its end.
-pub fn environ(request: Request) -> std::io::Result<Response> {
+pub(crate) fn environ(request: Request) -> std::io::Result<Response> {
     use base64::Engine;
     use serde_json::{Value, json};
     use std::io::Read;
@@ -206,7 +206,7 @@ pub fn environ(request: Request) -> std::io::Result<Response> {
 
 /// The error `/error` returns, to show error handling end to end.
 #[derive(Debug)]
-pub struct DemoError;
+pub(crate) struct DemoError;
 
 impl std::fmt::Display for DemoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -273,9 +273,9 @@ fn query_number(request: &Request, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test::{TestRequest, serve};
+    use turnstile::test::{TestRequest, serve};
 
-    fn get(path: &str) -> crate::test::TestResponse {
+    fn get(path: &str) -> turnstile::test::TestResponse {
         serve(&demo, TestRequest::get(path).build())
     }
 

@@ -1,34 +1,61 @@
-//! The `turnstile` command line: the whole server (settings, logging,
-//! every layer, the arbiter and its signals) around a built-in
-//! application, or around one's own.
-//!
-//! `cargo run --release` serves the demo application on 127.0.0.1:8000.
-//! Settings follow Gunicorn's names and come from flags, `TURNSTILE_*`
-//! environment variables and a TOML file (see [`crate::config`]);
-//! `turnstile --help` lists them.
-//!
-//! A program of one's own serves its application with all of it:
+//! The whole server for one's own application: the `turnstile` command
+//! line (every setting from flags, `TURNSTILE_*` environment variables and
+//! a TOML file, `--print-config`, `--check-config`, `--middleware`,
+//! `--preload`), the logging wired up, every layer, the arbiter and its
+//! signals, `HUP` rebuilding the application with the new settings.
 //!
 //! ```no_run
-//! use turnstile::{Request, Response, SharedApp};
+//! use turnstile::{Request, Response};
 //!
 //! fn main() -> std::process::ExitCode {
-//!     turnstile::cli::main_with(|_config| {
-//!         SharedApp::new(|_request: Request| Response::new("Hello\n".into()))
-//!     })
+//!     turnstile::main(|_settings| |_request: Request| Response::new("Hello\n".into()))
 //! }
 //! ```
+//!
+//! An application's own settings come from the same places: the file's
+//! `[app]` table, `TURNSTILE_APP__KEY` variables (`__` for each level of a
+//! nested key) and `--app-setting KEY=VALUE` flags, in that order of
+//! precedence from low to high, deserialised with serde into its type
+//! before anything starts (a bad one exits 2):
+//!
+//! ```no_run
+//! use turnstile::{Main, Request, Response, Settings};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Greeting {
+//!     text: String,
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     Main::new(|settings: &Settings<Greeting>| {
+//!         let text = settings.app.text.clone();
+//!         move |_request: Request| Response::new(text.clone().into())
+//!     })
+//!     .arbiter(|arbiter| arbiter.post_fork(|worker| eprintln!("worker {} up", worker.id)))
+//!     .run()
+//! }
+//! ```
+//!
+//! The application is built in each worker as it boots, from the settings
+//! read last: after a `HUP`, the new workers build it from the new ones.
+//! Under `--preload` it is built once, in the arbiter, before the first
+//! fork, and a `HUP` re-reads the server's settings only: the arbiter never
+//! runs application code after forking.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
 
-use crate::config::{AppName, Config, Kind, SETTINGS};
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+
+use crate::config::{Config, Kind, Origin, SETTINGS};
 use crate::middleware::metrics::{HttpMetrics, ServeMetrics};
 use crate::middleware::traces::{TraceRequests, export};
 use crate::server::{Arbiter, log, metrics};
-use crate::{SharedApp, Stack, apps, hooks, logging};
+use crate::{Application, SharedApp, Stack, hooks, logging};
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 /// A pre-forking HTTP/1.1 server for Rust applications.
@@ -51,6 +78,72 @@ struct Args {
     /// With --print-config: show credentials (the Sentry DSN's key, header values) as they are
     #[arg(long, requires = "print_config")]
     show_secrets: bool,
+    /// One of the application's own settings, KEY=VALUE (dotted keys for
+    /// nested tables; the VALUE read as TOML, else as a string); repeatable
+    #[arg(long = "app-setting", value_name = "KEY=VALUE", action = ArgAction::Append)]
+    app_settings: Vec<String>,
+}
+
+/// What the application is built from: the server's settings, and its own
+/// (the `[app]` table and its overrides; a `toml::Table` when it names no
+/// type).
+#[derive(Debug)]
+pub struct Settings<T = toml::Table> {
+    /// The server's settings.
+    pub server: Config,
+    /// The application's own.
+    pub app: T,
+}
+
+impl Settings {
+    /// The application's setting `key` (from `[app]`, the environment or a
+    /// flag), when it is text.
+    pub fn app_str(&self, key: &str) -> Option<&str> {
+        self.app.get(key)?.as_str()
+    }
+}
+
+/// Serves the application `build` makes from the settings, with the whole
+/// server: see [the module](self).
+pub fn main<A: Application>(build: impl Fn(&Settings) -> A) -> ExitCode {
+    Main::new(build).run()
+}
+
+/// The whole server for the application `build` makes, with the arbiter's
+/// hooks, before it runs.
+pub struct Main<T, F> {
+    build: F,
+    arbiter: Option<Box<dyn FnOnce(Arbiter) -> Arbiter>>,
+    settings: PhantomData<fn() -> T>,
+}
+
+impl<T, F, A> Main<T, F>
+where
+    T: DeserializeOwned + 'static,
+    F: Fn(&Settings<T>) -> A,
+    A: Application,
+{
+    /// Serves what `build` makes from the settings, in each worker.
+    pub fn new(build: F) -> Self {
+        Self {
+            build,
+            arbiter: None,
+            settings: PhantomData,
+        }
+    }
+
+    /// Sets the arbiter's hooks (`post_fork`, `when_ready`, …) on the
+    /// arbiter the settings made.
+    pub fn arbiter(mut self, configure: impl FnOnce(Arbiter) -> Arbiter + 'static) -> Self {
+        self.arbiter = Some(Box::new(configure));
+        self
+    }
+
+    /// Reads the settings and runs the server until it stops; the exit
+    /// code is the arbiter's, or 2 for bad settings.
+    pub fn run(self) -> ExitCode {
+        run(self.build, self.arbiter)
+    }
 }
 
 /// The command line: `Args`, and a flag for every setting.
@@ -77,7 +170,7 @@ fn command() -> clap::Command {
     })
 }
 
-fn load(args: &Args, matches: &ArgMatches) -> Result<Config, String> {
+fn load<T: DeserializeOwned>(args: &Args, matches: &ArgMatches) -> Result<Settings<T>, String> {
     let values: Vec<(&str, String)> = SETTINGS
         .iter()
         .filter_map(|setting| {
@@ -111,13 +204,42 @@ fn load(args: &Args, matches: &ArgMatches) -> Result<Config, String> {
     let file = file
         .as_ref()
         .map(|(path, text)| (path.as_str(), text.as_str()));
-    Config::resolve(&flags, |name| std::env::var(name).ok(), file).map_err(|e| e.to_string())
+    let server = Config::resolve(&flags, |name| std::env::var(name).ok(), file)
+        .and_then(|config| config.with_app_settings(app_overrides(args)?))
+        .map_err(|e| e.to_string())?;
+    let app = server.app_settings().map_err(|e| e.to_string())?;
+    Ok(Settings { server, app })
+}
+
+/// The application's settings from the environment (`TURNSTILE_APP__KEY`,
+/// `__` between the levels of a nested key), then from `--app-setting`.
+fn app_overrides(args: &Args) -> Result<Vec<(String, String, Origin)>, crate::config::ConfigError> {
+    const PREFIX: &str = "TURNSTILE_APP__";
+    let mut overrides: Vec<(String, String, Origin)> = std::env::vars()
+        .filter_map(|(name, value)| {
+            let key = name.strip_prefix(PREFIX)?.to_lowercase().replace("__", ".");
+            Some((key, value, Origin::Env(name)))
+        })
+        .collect();
+    overrides.sort_by(|a, b| a.0.cmp(&b.0));
+    for setting in &args.app_settings {
+        let Some((key, value)) = setting.split_once('=') else {
+            return Err(crate::config::ConfigError::new(format!(
+                "--app-setting {setting:?}: expected KEY=VALUE"
+            )));
+        };
+        overrides.push((
+            key.trim().to_owned(),
+            value.to_owned(),
+            Origin::Flag("--app-setting".into()),
+        ));
+    }
+    Ok(overrides)
 }
 
 /// The application the settings choose, wrapped in the chosen layers.
-fn build_app(config: &Config, app: &dyn Fn(&Config) -> SharedApp) -> SharedApp {
+fn build_app(config: &Config, app: SharedApp) -> SharedApp {
     let chosen = |name: &str| config.middleware.contains(&name);
-    let app = app(config);
     // The metrics page is outermost: scrapes are neither logged nor timed.
     let page = config
         .metrics_path
@@ -152,36 +274,24 @@ fn tracing_layer(config: &Config) -> TraceRequests {
 }
 // ANCHOR_END: tracing_layer
 
-fn bare_app(config: &Config) -> SharedApp {
-    match config.app {
-        AppName::Demo => {
-            apps::load_demo();
-            SharedApp::new(apps::demo)
-        }
-        AppName::Hello => SharedApp::new(apps::hello),
-        AppName::Environ => SharedApp::new(apps::environ),
-        AppName::Broken => apps::load_broken(),
-    }
-}
-
-/// The `turnstile` binary: serves the built-in application `--app` names.
-pub fn main() -> ExitCode {
-    main_with(bare_app)
-}
-
-/// The `turnstile` binary, serving the application `app` builds from the
-/// settings (in each worker, or once under `--preload`) instead of a
-/// built-in one; `--app` is then ignored.
-pub fn main_with(app: impl Fn(&Config) -> SharedApp) -> ExitCode {
+fn run<T, A>(
+    build: impl Fn(&Settings<T>) -> A,
+    configure: Option<Box<dyn FnOnce(Arbiter) -> Arbiter>>,
+) -> ExitCode
+where
+    T: DeserializeOwned + 'static,
+    A: Application,
+{
     let matches = command().get_matches();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let config = match load(&args, &matches) {
-        Ok(config) => config,
+    let settings = match load::<T>(&args, &matches) {
+        Ok(settings) => settings,
         Err(error) => {
             eprintln!("turnstile: {error}");
             return ExitCode::from(2);
         }
     };
+    let config = &settings.server;
     if args.print_config {
         let printed = if args.show_secrets {
             config.to_toml_with_secrets()
@@ -208,7 +318,7 @@ pub fn main_with(app: impl Fn(&Config) -> SharedApp) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if let Err(error) = logging::install(&config, std::env::var("RUST_LOG").ok()) {
+    if let Err(error) = logging::install(config, std::env::var("RUST_LOG").ok()) {
         eprintln!("turnstile: {error}");
         return ExitCode::from(2);
     }
@@ -225,21 +335,27 @@ pub fn main_with(app: impl Fn(&Config) -> SharedApp) -> ExitCode {
             config.workers
         ));
     }
-    let arbiter = Arbiter::new(config.arbiter_config())
+    let mut arbiter = Arbiter::new(config.arbiter_config())
         .preload(config.preload)
         .worker_abort(hooks::report_stuck);
+    if let Some(configure) = configure {
+        arbiter = configure(arbiter);
+    }
     // HUP re-reads the settings; workers forked after it build the
     // application from the new ones (unless it was preloaded).
-    let current = Rc::new(RefCell::new(config));
+    let current = Rc::new(RefCell::new(settings));
     let arbiter = arbiter.reload_with({
         let current = current.clone();
         move || {
-            let config = load(&args, &matches)?;
-            let arbiter_config = config.arbiter_config();
-            *current.borrow_mut() = config;
+            let settings = load::<T>(&args, &matches)?;
+            let arbiter_config = settings.server.arbiter_config();
+            *current.borrow_mut() = settings;
             Ok(arbiter_config)
         }
     });
-    let code = arbiter.run(|| build_app(&current.borrow(), &app));
+    let code = arbiter.run(|| {
+        let settings = current.borrow();
+        build_app(&settings.server, SharedApp::new(build(&settings)))
+    });
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

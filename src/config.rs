@@ -131,7 +131,8 @@ pub const SETTINGS: &[Setting] = &[
         flag: "app",
         short: None,
         alias: None,
-        help: "the built-in application: demo, hello, environ or broken (fails to load)",
+        help: "the turnstile binary's built-in application: demo, hello, environ or broken \
+               (fails to load); a binary of one's own ignores it",
         kind: Kind::Value,
         default: || "demo".to_owned(),
     },
@@ -647,16 +648,17 @@ impl fmt::Display for Origin {
     }
 }
 
-/// The built-in applications.
+/// The `turnstile` binary's built-in applications (`app`; a binary of
+/// one's own serves its own and ignores it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppName {
-    /// [`crate::apps::demo`].
+    /// The demo: every path the book's chapters use.
     Demo,
-    /// [`crate::apps::hello`].
+    /// `Hello, world!`
     Hello,
-    /// [`crate::apps::environ`].
+    /// The request's environ, as JSON.
     Environ,
-    /// [`crate::apps::load_broken`].
+    /// An application that fails to load.
     Broken,
 }
 
@@ -671,6 +673,13 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
 
 /// The effective settings.
 #[derive(Debug)]
@@ -744,6 +753,12 @@ pub struct Config {
     pub errors: ErrorSettings,
     /// Each setting's value as text, and its origin, in `SETTINGS` order.
     sources: Vec<(&'static str, String, Origin)>,
+    /// The application's own settings: the file's `[app]` table, with
+    /// `TURNSTILE_APP__KEY` variables and `--app-setting KEY=VALUE` flags
+    /// over it ([`with_app_settings`](Self::with_app_settings)).
+    app_settings: toml::Table,
+    /// Where each of the application's settings came from, by key.
+    app_origins: Vec<(String, Origin)>,
 }
 
 impl Config {
@@ -771,11 +786,22 @@ impl Config {
             }
         };
 
+        let mut app_settings = toml::Table::new();
+        let mut app_origins = Vec::new();
         if let Some((path, text)) = file {
             let table: toml::Table = text
                 .parse()
                 .map_err(|e| ConfigError(format!("{path} is not valid TOML: {e}")))?;
             for (key, value) in table {
+                // `[app]` is the application's own; `app = "demo"` the
+                // built-in application's name.
+                if let ("app", toml::Value::Table(table)) = (key.as_str(), &value) {
+                    for key in table.keys() {
+                        app_origins.push((key.clone(), Origin::File(path.to_owned())));
+                    }
+                    app_settings = table.clone();
+                    continue;
+                }
                 let Some(setting) = SETTINGS.iter().find(|setting| setting.name == key) else {
                     return Err(ConfigError(format!(
                         "{path}: unknown setting `{key}` (known: {})",
@@ -859,7 +885,10 @@ impl Config {
             }
         }
 
-        Self::from_values(values)
+        let mut config = Self::from_values(values)?;
+        config.app_settings = app_settings;
+        config.app_origins = app_origins;
+        Ok(config)
     }
 
     fn from_values(sources: Vec<(&'static str, String, Origin)>) -> Result<Self, ConfigError> {
@@ -1098,7 +1127,76 @@ impl Config {
             metrics_path,
             errors,
             sources,
+            app_settings: toml::Table::new(),
+            app_origins: Vec::new(),
         })
+    }
+
+    /// The same settings with the application's own settings from the
+    /// environment and the command line over the file's: each `(key,
+    /// value)` sets `key` (dotted for a nested table: `db.url`) to `value`,
+    /// read as a TOML value (`8`, `true`, `[1, 2]`) or else as a string.
+    pub fn with_app_settings(
+        mut self,
+        overrides: impl IntoIterator<Item = (String, String, Origin)>,
+    ) -> Result<Self, ConfigError> {
+        for (key, text, origin) in overrides {
+            let path: Vec<&str> = key.split('.').collect();
+            if path.iter().any(|part| part.is_empty()) {
+                return Err(ConfigError(format!(
+                    "invalid application setting `{key}` (from {origin}): empty key"
+                )));
+            }
+            let value = format!("v = {text}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut table| table.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(text.clone()));
+            let (last, parents) = path.split_last().expect("a key has a part");
+            let mut table = &mut self.app_settings;
+            for part in parents {
+                let entry = table
+                    .entry((*part).to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                table = match entry {
+                    toml::Value::Table(inner) => inner,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "invalid application setting `{key}` (from {origin}): `{part}` is not a table"
+                        )));
+                    }
+                };
+            }
+            table.insert((*last).to_owned(), value);
+            let top = path[0].to_owned();
+            self.app_origins.retain(|(known, _)| *known != top);
+            self.app_origins.push((top, origin));
+        }
+        Ok(self)
+    }
+
+    /// The application's own settings, deserialised into its type; an
+    /// error names the setting and where it came from.
+    pub fn app_settings<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        self.app_settings
+            .clone()
+            .try_into()
+            .map_err(|error: toml::de::Error| {
+                let origins: Vec<String> = self
+                    .app_origins
+                    .iter()
+                    .map(|(key, origin)| format!("{key} from {origin}"))
+                    .collect();
+                let from = if origins.is_empty() {
+                    String::from("none given")
+                } else {
+                    origins.join(", ")
+                };
+                ConfigError(format!(
+                    "invalid application settings ([app]; {from}): {}",
+                    error.message()
+                ))
+            })
     }
 
     /// Where the value of the setting `name` came from.
@@ -1187,10 +1285,49 @@ impl Config {
                 }
                 Kind::Value => toml::Value::String(value.to_owned()).to_string(),
             };
+            // `app` is the built-in application's name, or the table of an
+            // application's own settings: the file holds one or the other.
+            let comment = if *name == "app" && !self.app_settings.is_empty() {
+                "# "
+            } else {
+                ""
+            };
             out.push_str(&format!(
-                "{name} = {literal}  # {origin}{note}: {}\n",
+                "{comment}{name} = {literal}  # {origin}{note}: {}\n",
                 setting.help
             ));
+        }
+        if !self.app_settings.is_empty() {
+            out.push_str("\n[app]  # the application's own settings\n");
+            for (key, value) in &self.app_settings {
+                let origin = self
+                    .app_origins
+                    .iter()
+                    .find(|(known, _)| known == key)
+                    .map_or_else(|| "default".to_owned(), |(_, origin)| origin.to_string());
+                let secret = !show_secrets && self.errors.redactor.is_secret(key);
+                let literal = if secret {
+                    toml::Value::String(REDACTED.to_owned())
+                } else {
+                    value.clone()
+                };
+                let note = if secret {
+                    ", masked (--show-secrets shows it)"
+                } else {
+                    ""
+                };
+                let key = toml::Value::String(key.clone()).to_string();
+                let key = if key
+                    .trim_matches('"')
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    key.trim_matches('"').to_owned()
+                } else {
+                    key
+                };
+                out.push_str(&format!("{key} = {literal}  # {origin}{note}\n"));
+            }
         }
         out
     }
@@ -1547,6 +1684,89 @@ mod tests {
         );
         let error = resolve(&[("header", "Connection: close")], &[], None).unwrap_err();
         assert!(error.to_string().contains("from flag --header"), "{error}");
+    }
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Shop {
+        name: String,
+        #[serde(default)]
+        open: bool,
+        db: Db,
+    }
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Db {
+        url: String,
+        pool: u32,
+    }
+
+    #[test]
+    fn an_applications_settings_come_from_the_file_then_the_environment_then_flags() {
+        let file = "workers = 2\n[app]\nname = \"corner\"\ndb = { url = \"postgres://db/shop\", pool = 4 }\n";
+        let config = resolve(&[], &[], Some(file)).unwrap();
+        assert_eq!(config.workers, 2);
+        let shop: Shop = config.app_settings().unwrap();
+        assert_eq!(shop.db.pool, 4);
+        assert!(!shop.open);
+        let config = config
+            .with_app_settings([
+                (
+                    "db.pool".into(),
+                    "8".into(),
+                    Origin::Env("TURNSTILE_APP__DB__POOL".into()),
+                ),
+                (
+                    "open".into(),
+                    "true".into(),
+                    Origin::Flag("--app-setting".into()),
+                ),
+                (
+                    "name".into(),
+                    "the corner shop".into(),
+                    Origin::Flag("--app-setting".into()),
+                ),
+            ])
+            .unwrap();
+        let shop: Shop = config.app_settings().unwrap();
+        assert_eq!(
+            shop,
+            Shop {
+                name: "the corner shop".into(),
+                open: true,
+                db: Db {
+                    url: "postgres://db/shop".into(),
+                    pool: 8
+                }
+            }
+        );
+        // A value of the wrong type names where the settings came from.
+        let wrong = config
+            .with_app_settings([(
+                "db.pool".into(),
+                "many".into(),
+                Origin::Flag("--app-setting".into()),
+            )])
+            .unwrap()
+            .app_settings::<Shop>()
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("invalid application settings"), "{wrong}");
+        assert!(wrong.contains("db from flag --app-setting"), "{wrong}");
+    }
+
+    #[test]
+    fn an_applications_settings_are_printed_as_an_app_table_with_secrets_masked() {
+        let file = "[app]\ngreeting = \"hi\"\napi_token = \"t0k3n\"\nlimit = 3\n";
+        let config = resolve(&[], &[], Some(file)).unwrap();
+        let printed = config.to_toml();
+        assert!(printed.contains("[app]"), "{printed}");
+        assert!(printed.contains("greeting = \"hi\""), "{printed}");
+        assert!(!printed.contains("t0k3n"), "{printed}");
+        // Unmasked, it is a file that gives the same settings again.
+        let again = resolve(&[], &[], Some(&config.to_toml_with_secrets())).unwrap();
+        assert_eq!(again.app_settings, config.app_settings);
+        // The built-in application's name is the file's `app` otherwise.
+        assert!(printed.contains("# app = \"demo\""), "{printed}");
     }
 
     #[test]

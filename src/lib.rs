@@ -9,18 +9,20 @@
 //! * [`middleware`]: the layers;
 //! * [`server`]: the HTTP/1.1 engine, worker threads and the arbiter.
 //!
-//! It also holds the `turnstile` command line ([`cli`]), the applications it
-//! serves ([`apps`]), its settings ([`config`]), its `tracing` subscriber ([`logging`]) and the
+//! It also holds the whole server for one's own application ([`main`],
+//! [`Main`], in [`cli`]), its settings ([`config`]), its `tracing` subscriber ([`logging`]) and the
 //! server hooks that reach the layers ([`hooks`]).
 
 #![forbid(unsafe_code)]
 
-pub mod apps;
 pub mod cli;
 pub mod config;
 pub mod hooks;
 pub mod logging;
+pub mod router;
 
+pub use cli::{Main, Settings, main};
+pub use router::Router;
 pub use turnstile_core::*;
 pub use turnstile_middleware as middleware;
 pub use turnstile_server as server;

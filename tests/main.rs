@@ -32,6 +32,9 @@ mod secrets;
 /// The arbiter and its workers: signals, supervision, binds.
 mod processes;
 
+/// A team's own server, built outside the workspace from the README.
+mod own_server;
+
 /// No request dropped across recycling, reloads, upgrades and stops, with
 /// keep-alive clients that never retry.
 mod supervision;

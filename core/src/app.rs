@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-use crate::{Request, Response};
+use crate::{Request, Response, ResponseBody};
 
 /// Any error an application returns. Layers may downcast it; the server only
 /// logs it and answers 500.
@@ -45,8 +45,10 @@ pub type AppResult = Result<Response, BoxError>;
 
 /// An application: called once per request, from many threads at once.
 ///
-/// Every `Fn(Request) -> R` closure is one, where `R` is a [`Response`] or a
-/// `Result<Response, E>` with `E` convertible to [`BoxError`]:
+/// Every `Fn(Request) -> R` closure is one, where `R` is a [`Response`], a
+/// `Result<Response, E>` with `E` convertible to [`BoxError`], or, for
+/// one-line answers, a [`StatusCode`](http::StatusCode), a string, or a
+/// status and a string (as `text/plain`):
 ///
 /// ```
 /// use turnstile_core::{Application, Request, Response, test::TestRequest};
@@ -63,6 +65,11 @@ pub type AppResult = Result<Response, BoxError>;
 /// assert!(hello.handle(TestRequest::get("/").build()).is_ok());
 /// assert!(parse_id.handle(TestRequest::get("/12").build()).is_ok());
 /// assert!(parse_id.handle(TestRequest::get("/twelve").build()).is_err());
+///
+/// let teapot = |_request: Request| (http::StatusCode::IM_A_TEAPOT, "short and stout\n");
+/// assert_eq!(teapot.handle(TestRequest::get("/").build()).unwrap().status(), 418);
+/// let gone = |_request: Request| http::StatusCode::GONE;
+/// assert_eq!(gone.handle(TestRequest::get("/").build()).unwrap().status(), 410);
 /// ```
 ///
 /// The bounds are WSGI's `wsgi.multithread` and `wsgi.multiprocess` made
@@ -92,6 +99,53 @@ impl<E: Into<BoxError>> IntoAppResult for Result<Response, E> {
     fn into_app_result(self) -> AppResult {
         self.map_err(Into::into)
     }
+}
+
+/// A status alone: an empty body.
+impl IntoAppResult for http::StatusCode {
+    fn into_app_result(self) -> AppResult {
+        let mut response = Response::new(ResponseBody::empty());
+        *response.status_mut() = self;
+        Ok(response)
+    }
+}
+
+/// Text: `200`, `text/plain; charset=utf-8`.
+impl IntoAppResult for &'static str {
+    fn into_app_result(self) -> AppResult {
+        (http::StatusCode::OK, self).into_app_result()
+    }
+}
+
+/// Text: `200`, `text/plain; charset=utf-8`.
+impl IntoAppResult for String {
+    fn into_app_result(self) -> AppResult {
+        (http::StatusCode::OK, self).into_app_result()
+    }
+}
+
+/// A status and text, `text/plain; charset=utf-8`.
+impl IntoAppResult for (http::StatusCode, &'static str) {
+    fn into_app_result(self) -> AppResult {
+        Ok(text(self.0, bytes::Bytes::from_static(self.1.as_bytes())))
+    }
+}
+
+/// A status and text, `text/plain; charset=utf-8`.
+impl IntoAppResult for (http::StatusCode, String) {
+    fn into_app_result(self) -> AppResult {
+        Ok(text(self.0, bytes::Bytes::from(self.1)))
+    }
+}
+
+fn text(status: http::StatusCode, body: bytes::Bytes) -> Response {
+    let mut response = Response::new(ResponseBody::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 impl<F, R> Application for F

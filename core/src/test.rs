@@ -264,12 +264,19 @@ pub struct TestResponse {
     /// Whether the whole body was produced: a stream that failed midway gives
     /// [`Outcome::Aborted`].
     pub outcome: Outcome,
+    /// The route the application answered with (a router's template).
+    pub route: Option<crate::Route>,
 }
 
 impl TestResponse {
     /// The first value of header `name`, if it is valid text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The template of the route the application answered with, if any.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_ref().map(crate::Route::as_str)
     }
 
     /// The body as UTF-8 text (lossy).
@@ -286,6 +293,7 @@ impl TestResponse {
 /// with what was "written".
 pub fn serve<A: Application + ?Sized>(app: &A, request: Request) -> TestResponse {
     let response = crate::respond(app, request);
+    let route = crate::Route::of_response(&response).cloned();
     let (parts, body) = response.into_parts();
     let (content, hooks) = body.into_parts();
     let (body, outcome) = collect(content);
@@ -300,6 +308,7 @@ pub fn serve<A: Application + ?Sized>(app: &A, request: Request) -> TestResponse
         headers: parts.headers,
         body,
         outcome,
+        route,
     }
 }
 

@@ -49,3 +49,27 @@ fn every_planned_chapter_is_listed() {
         );
     }
 }
+
+/// The README's "Serving your application" block is the program the tests
+/// build and run (`tests/fixtures/own_server`), so the README cannot show
+/// code that does not work.
+#[test]
+fn the_readme_serves_what_the_fixture_runs() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    let fixture =
+        std::fs::read_to_string(repo.join("tests/fixtures/own_server/src/main.rs")).unwrap();
+    let section = readme
+        .split_once("## Serving your application")
+        .expect("the README has the section")
+        .1;
+    let block = section
+        .split_once("```rust,no_run\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the section has a rust block")
+        .0;
+    assert_eq!(
+        block, fixture,
+        "README.md and tests/fixtures/own_server/src/main.rs differ"
+    );
+}

@@ -60,12 +60,16 @@ mod tests {
     }
     // ANCHOR_END: test
 
+    fn hello(_request: Request) -> Response {
+        Response::new("Hello, world!\n".into())
+    }
+
     #[test]
     fn wrappers_nest_inside_out() {
         // ANCHOR: nesting
         let outer = Timings::default();
         let inner = Timings::default();
-        let app = timed(timed(turnstile::apps::hello, inner.clone()), outer.clone());
+        let app = timed(timed(hello, inner.clone()), outer.clone());
         // ANCHOR_END: nesting
         serve(&app, TestRequest::get("/").build());
         assert_eq!((outer.all().len(), inner.all().len()), (1, 1));
