@@ -148,7 +148,9 @@ where
 
 /// The command line: `Args`, and a flag for every setting.
 fn command() -> clap::Command {
-    SETTINGS.iter().fold(Args::command(), |command, setting| {
+    // `--timeout -1` is a value to refuse with a message, not a flag.
+    let base = Args::command().allow_negative_numbers(true);
+    SETTINGS.iter().fold(base, |command, setting| {
         let arg = Arg::new(setting.name).long(setting.flag).help(format!(
             "{} [default: {}]",
             setting.help,
@@ -159,10 +161,7 @@ fn command() -> clap::Command {
             Kind::List | Kind::Lines => arg.value_name("VALUE").action(ArgAction::Append),
             Kind::Switch => arg.action(ArgAction::SetTrue),
         };
-        let arg = match setting.alias {
-            Some(alias) => arg.visible_alias(alias),
-            None => arg,
-        };
+        let arg = arg.visible_aliases(setting.aliases.iter().copied());
         command.arg(match setting.short {
             Some(short) => arg.short(short),
             None => arg,
@@ -283,7 +282,13 @@ where
     A: Application,
 {
     let matches = command().get_matches();
-    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Found again from wherever `--chdir` leads, when `HUP` re-reads it.
+    args.config = args
+        .config
+        .take()
+        .or_else(|| std::env::var_os("TURNSTILE_CONFIG").map(PathBuf::from))
+        .map(|path| std::path::absolute(&path).unwrap_or(path));
     let settings = match load::<T>(&args, &matches) {
         Ok(settings) => settings,
         Err(error) => {
@@ -292,6 +297,12 @@ where
         }
     };
     let config = &settings.server;
+    if let Some(dir) = &config.chdir
+        && let Err(error) = std::env::set_current_dir(dir)
+    {
+        eprintln!("turnstile: cannot change to {}: {error}", dir.display());
+        return ExitCode::from(2);
+    }
     if args.print_config {
         let printed = if args.show_secrets {
             config.to_toml_with_secrets()

@@ -54,8 +54,8 @@ pub struct Setting {
     pub flag: &'static str,
     /// The short flag, for the few that have one.
     pub short: Option<char>,
-    /// Another long flag, Gunicorn's name where ours differs.
-    pub alias: Option<&'static str>,
+    /// Other long flags: Gunicorn's spellings where ours differ.
+    pub aliases: &'static [&'static str],
     /// What it means, for `--help` and `--print-config`.
     pub help: &'static str,
     /// Whether it takes a value, is a switch, or may be repeated.
@@ -102,7 +102,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "bind",
         flag: "bind",
         short: Some('b'),
-        alias: None,
+        aliases: &[],
         help: "where to listen: HOST:PORT, unix:PATH or fd://FD; repeat for several \
                (0.0.0.0:$PORT when PORT is set)",
         kind: Kind::List,
@@ -112,7 +112,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "workers",
         flag: "workers",
         short: Some('w'),
-        alias: None,
+        aliases: &[],
         help: "worker processes (WEB_CONCURRENCY when it is set)",
         kind: Kind::Value,
         default: || ArbiterConfig::default().workers.to_string(),
@@ -121,7 +121,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "threads",
         flag: "threads",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "request threads",
         kind: Kind::Value,
         default: || DEFAULT_THREADS.to_string(),
@@ -130,7 +130,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "app",
         flag: "app",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "the turnstile binary's built-in application: demo, hello, environ or broken \
                (fails to load); a binary of one's own ignores it",
         kind: Kind::Value,
@@ -140,7 +140,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "middleware",
         flag: "middleware",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "the layers: all, none (the bare engine), or a comma-separated list",
         kind: Kind::Value,
         default: || "all".to_owned(),
@@ -149,7 +149,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "keepalive",
         flag: "keepalive",
         short: None,
-        alias: None,
+        aliases: &["keep-alive"],
         help: "seconds an idle keep-alive connection is kept (0: close after each response)",
         kind: Kind::Value,
         default: || ConnConfig::default().keepalive.as_secs().to_string(),
@@ -158,7 +158,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "limit_request_line",
         flag: "limit-request-line",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "longest request line, in bytes",
         kind: Kind::Value,
         default: || Limits::default().request_line.to_string(),
@@ -167,7 +167,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "limit_request_fields",
         flag: "limit-request-fields",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "most header fields in a request",
         kind: Kind::Value,
         default: || Limits::default().header_fields.to_string(),
@@ -176,7 +176,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "limit_request_field_size",
         flag: "limit-request-field-size",
         short: None,
-        alias: None,
+        aliases: &["limit-request-field_size"],
         help: "longest header field line, in bytes, counting its CRLF",
         kind: Kind::Value,
         default: || Limits::default().header_field_size.to_string(),
@@ -185,7 +185,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "limit_request_body",
         flag: "limit-request-body",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "largest request body, in bytes (K, M, G: KiB, MiB, GiB); larger gets 413 \
                (0: no limit)",
         kind: Kind::Value,
@@ -195,7 +195,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "body_buffer_size",
         flag: "body-buffer-size",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "most of a request body kept in memory, in bytes (K, M, G: KiB, MiB, GiB); \
                the rest is spooled to a file in spool_dir (nginx's client_body_buffer_size)",
         kind: Kind::Value,
@@ -205,7 +205,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "spool_dir",
         flag: "spool-dir",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "directory where request bodies larger than body_buffer_size are spooled, \
                as files no other process can open",
         kind: Kind::Value,
@@ -215,7 +215,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "spool_max_size",
         flag: "spool-max-size",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "most bytes of spooled request bodies a worker holds at once; a body that \
                would pass it gets 503 (0: no limit)",
         kind: Kind::Value,
@@ -225,7 +225,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "client_memory",
         flag: "client-memory",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "most memory a worker holds for its clients (input buffers, partial heads, \
                bodies in memory), in bytes; a request that would pass it gets 503 (0: no limit)",
         kind: Kind::Value,
@@ -235,7 +235,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "min_request_rate",
         flag: "min-request-rate",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "slowest a request head or body may arrive, in bytes a second on average, \
                once min_rate_grace has passed; slower gets 408 (0: no minimum)",
         kind: Kind::Value,
@@ -245,7 +245,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "min_response_rate",
         flag: "min-response-rate",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "slowest a client may read a response, in bytes a second, while the server \
                waits to write to it; slower is closed (0: no minimum)",
         kind: Kind::Value,
@@ -255,7 +255,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "min_rate_grace",
         flag: "min-rate-grace",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "seconds a client has before the minimum rates apply",
         kind: Kind::Value,
         default: || ConnConfig::default().min_rate_grace.as_secs().to_string(),
@@ -264,7 +264,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "timeout",
         flag: "timeout",
         short: Some('t'),
-        alias: None,
+        aliases: &[],
         help: "seconds a request may run (or a worker stay silent) before the worker is \
                aborted and replaced (0: never)",
         kind: Kind::Value,
@@ -274,7 +274,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "graceful_timeout",
         flag: "graceful-timeout",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "seconds a stopping worker gets to finish its requests before it is killed",
         kind: Kind::Value,
         default: || {
@@ -288,7 +288,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "max_requests",
         flag: "max-requests",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "requests a worker serves before it is replaced (0: no limit)",
         kind: Kind::Value,
         default: || ArbiterConfig::default().max_requests.to_string(),
@@ -297,7 +297,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "max_requests_jitter",
         flag: "max-requests-jitter",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "up to this many more requests, drawn per worker, so workers do not all \
                retire at once",
         kind: Kind::Value,
@@ -307,7 +307,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "preload",
         flag: "preload",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "build the application in the arbiter, before forking the workers",
         kind: Kind::Switch,
         default: || "false".to_owned(),
@@ -316,7 +316,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "backlog",
         flag: "backlog",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "connections the kernel queues before they are accepted",
         kind: Kind::Value,
         default: || ArbiterConfig::default().backlog.to_string(),
@@ -325,7 +325,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "forwarded_allow_ips",
         flag: "forwarded-allow-ips",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "peers (addresses, networks such as 10.0.0.0/8, or *) whose X-Forwarded-For, \
                X-Forwarded-Proto and Forwarded headers set the client address and scheme; \
                FORWARDED_ALLOW_IPS when it is set",
@@ -336,7 +336,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "error_log",
         flag: "error-log",
         short: None,
-        alias: Some("error-logfile"),
+        aliases: &["error-logfile", "log-file"],
         help: "where the server and the application log: a file, or - for standard error; \
                SIGUSR1 reopens it",
         kind: Kind::Value,
@@ -346,7 +346,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "log_level",
         flag: "log-level",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "the least serious messages logged: debug, info, warning, error or critical \
                (RUST_LOG, when set, chooses the application's events instead)",
         kind: Kind::Value,
@@ -356,7 +356,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "access_log",
         flag: "access-log",
         short: None,
-        alias: Some("access-logfile"),
+        aliases: &["access-logfile"],
         help: "where the request_log layer writes one line per request: a file, or - for \
                standard output; SIGUSR1 reopens it",
         kind: Kind::Value,
@@ -366,7 +366,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "access_log_format",
         flag: "access-log-format",
         short: None,
-        alias: Some("access-logformat"),
+        aliases: &["access-logformat"],
         help: "json, combined (Gunicorn's default), or a format of Gunicorn atoms such as \
                '%(h)s \"%(r)s\" %(s)s %(D)s %({x-request-id}i)s'",
         kind: Kind::Value,
@@ -376,7 +376,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "access_log_skip",
         flag: "access-log-skip",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "a path whose successful requests are not logged (health checks); repeat for several",
         kind: Kind::List,
         default: String::new,
@@ -385,7 +385,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "access_log_redact",
         flag: "access-log-redact",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "a word that makes a query key or a header name secret, besides pass (password, \
                passwd, passphrase), pwd, secret, token, jwt, code, key, sig, auth, credential, \
                session, sid, csrf, xsrf, cookie, symfony and forwarded_for; repeat for several",
@@ -396,7 +396,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "access_log_show_headers",
         flag: "access-log-show-header",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "a header holding credentials (Authorization, Proxy-Authorization, Cookie, \
                Set-Cookie, X-Api-Key, any name with a secret word) that %({name}i)s and \
                %({name}o)s print as it is, not as [redacted]; repeat for several",
@@ -407,7 +407,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "header",
         flag: "header",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "a response header, 'Name: value', replacing the application's; repeat for several",
         kind: Kind::Lines,
         default: String::new,
@@ -416,7 +416,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "header_if_absent",
         flag: "header-if-absent",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "a response header, 'Name: value', added where the application set none",
         kind: Kind::Lines,
         default: String::new,
@@ -425,7 +425,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "header_append",
         flag: "header-append",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "a response header, 'Name: value', added after the application's",
         kind: Kind::Lines,
         default: String::new,
@@ -434,7 +434,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "security_headers",
         flag: "security-headers",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "Django's security headers where the application set none: nosniff, \
                Referrer-Policy and Cross-Origin-Opener-Policy same-origin, X-Frame-Options DENY",
         kind: Kind::Value,
@@ -444,7 +444,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "hsts",
         flag: "hsts",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "the Strict-Transport-Security value sent on HTTPS requests, such as \
                'max-age=31536000; includeSubDomains' (empty: none)",
         kind: Kind::Value,
@@ -454,7 +454,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "request_id_header",
         flag: "request-id-header",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "the header a request id is taken from (when valid) and echoed on (none: no ids)",
         kind: Kind::Value,
         default: || "X-Request-Id".to_owned(),
@@ -463,16 +463,82 @@ pub const SETTINGS: &[Setting] = &[
         name: "server_timing",
         flag: "server-timing",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "add Server-Timing: app;dur=<ms> to responses",
         kind: Kind::Value,
         default: || "true".to_owned(),
     },
     Setting {
+        name: "chdir",
+        flag: "chdir",
+        short: None,
+        aliases: &[],
+        help: "a directory to change to before the application is built (empty: stay)",
+        kind: Kind::Value,
+        default: String::new,
+    },
+    Setting {
+        name: "env",
+        flag: "env",
+        short: Some('e'),
+        aliases: &[],
+        help: "NAME=VALUE, set in the server's environment before the application is built; \
+               repeat for several",
+        kind: Kind::List,
+        default: String::new,
+    },
+    Setting {
+        name: "name",
+        flag: "name",
+        short: Some('n'),
+        aliases: &[],
+        help: "a name for the processes' titles in ps: turnstile: arbiter [NAME], \
+               turnstile: worker [NAME] (empty: titles unchanged)",
+        kind: Kind::Value,
+        default: String::new,
+    },
+    Setting {
+        name: "user",
+        flag: "user",
+        short: Some('u'),
+        aliases: &[],
+        help: "the user (name or id) the workers run as; the arbiter keeps its own, \
+               so it can bind privileged ports (empty: the arbiter's)",
+        kind: Kind::Value,
+        default: String::new,
+    },
+    Setting {
+        name: "group",
+        flag: "group",
+        short: Some('g'),
+        aliases: &[],
+        help: "the group (name or id) the workers run as (empty: the arbiter's)",
+        kind: Kind::Value,
+        default: String::new,
+    },
+    Setting {
+        name: "reuse_port",
+        flag: "reuse-port",
+        short: None,
+        aliases: &[],
+        help: "set SO_REUSEPORT on TCP listeners, so several servers can share a port",
+        kind: Kind::Switch,
+        default: || "false".to_owned(),
+    },
+    Setting {
+        name: "capture_output",
+        flag: "capture-output",
+        short: None,
+        aliases: &[],
+        help: "send standard output and error (the application's prints) to the error log file",
+        kind: Kind::Switch,
+        default: || "false".to_owned(),
+    },
+    Setting {
         name: "pid",
         flag: "pid",
         short: Some('p'),
-        alias: None,
+        aliases: &[],
         help: "a file the arbiter writes its pid to, removed as it exits; an arbiter started \
                by USR2 writes FILE.2 until the one before it is gone (empty: none)",
         kind: Kind::Value,
@@ -482,7 +548,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "metrics_bind",
         flag: "metrics-bind",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "HOST:PORT where the arbiter serves every worker's metrics, summed, at /metrics \
                (empty: none)",
         kind: Kind::Value,
@@ -492,7 +558,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "metrics_path",
         flag: "metrics-path",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "a path on the main port that serves the metrics of the worker that answers: \
                for a single worker (empty: none)",
         kind: Kind::Value,
@@ -502,7 +568,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "sentry_dsn",
         flag: "sentry-dsn",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "where the error_capture layer reports errors, panics and stuck requests \
                (SENTRY_DSN when it is set; empty: report nothing, only log)",
         kind: Kind::Value,
@@ -512,7 +578,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "sentry_environment",
         flag: "sentry-environment",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "the environment Sentry files the events under (SENTRY_ENVIRONMENT when it is set)",
         kind: Kind::Value,
         default: || "production".to_owned(),
@@ -521,7 +587,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "sentry_release",
         flag: "sentry-release",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "the release Sentry files the events under (SENTRY_RELEASE when it is set)",
         kind: Kind::Value,
         default: || concat!("turnstile@", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -530,7 +596,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "sentry_sample_rate",
         flag: "sentry-sample-rate",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "the share of error events sent to Sentry, from 0 to 1",
         kind: Kind::Value,
         default: || "1.0".to_owned(),
@@ -539,7 +605,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "sentry_capture_statuses",
         flag: "sentry-capture-statuses",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "the statuses which, answered by the application itself, are reported: \
                statuses and ranges (empty: none)",
         kind: Kind::Value,
@@ -549,7 +615,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "sentry_send_default_pii",
         flag: "sentry-send-default-pii",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "send the client's address and forwarding headers to Sentry \
                (credentials and secret query values never are)",
         kind: Kind::Switch,
@@ -559,7 +625,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "debug",
         flag: "debug",
         short: None,
-        alias: None,
+        aliases: &[],
         help: "answer an error or a panic with its text instead of a generic 500: \
                for development only",
         kind: Kind::Switch,
@@ -645,6 +711,46 @@ impl fmt::Display for Origin {
             Self::Env(name) => write!(f, "environment {name}"),
             Self::Flag(flag) => write!(f, "flag {flag}"),
         }
+    }
+}
+
+/// Whether `spec` can be bound: `unix:PATH`, `fd://N`, or `HOST[:PORT]`
+/// with a port of at most 65535 and a host that resolves.
+fn check_bind(spec: &str) -> Result<(), String> {
+    if let Some(path) = spec.strip_prefix("unix:") {
+        return if path.is_empty() {
+            Err("a unix: bind needs a path".into())
+        } else {
+            Ok(())
+        };
+    }
+    if let Some(fd) = spec.strip_prefix("fd://") {
+        return fd
+            .parse::<u16>()
+            .map(drop)
+            .map_err(|_| "fd:// needs a descriptor number".into());
+    }
+    let (host, port) = match spec.rsplit_once(':') {
+        // `[::1]` ends in `]`, not in a port.
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("port {port} is past 65535"))?;
+            (host, port)
+        }
+        _ => (spec, 8000),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("no host (0.0.0.0 listens on every address)".into());
+    }
+    let resolves = (host, port)
+        .to_socket_addrs()
+        .is_ok_and(|mut addrs| addrs.next().is_some());
+    if resolves {
+        Ok(())
+    } else {
+        Err(format!("the host {host:?} does not resolve"))
     }
 }
 
@@ -745,6 +851,20 @@ pub struct Config {
     pub forwarded_allow_ips: TrustedProxies,
     /// `pid`: the arbiter's pid file.
     pub pidfile: Option<std::path::PathBuf>,
+    /// `chdir`: where to work from, if not here.
+    pub chdir: Option<std::path::PathBuf>,
+    /// `env`: variables to set.
+    pub env: Vec<(String, String)>,
+    /// `name`: for the processes' titles.
+    pub name: Option<String>,
+    /// `user`, resolved to an id.
+    pub user: Option<u32>,
+    /// `group`, resolved to an id.
+    pub group: Option<u32>,
+    /// `reuse_port`.
+    pub reuse_port: bool,
+    /// `capture_output`.
+    pub capture_output: bool,
     /// `metrics_bind`: where the arbiter serves the summed metrics.
     pub metrics_bind: Option<String>,
     /// `metrics_path`: where a worker serves its own on the main port.
@@ -933,6 +1053,12 @@ impl Config {
         if bind.is_empty() {
             return Err(bad("bind", "an address such as 127.0.0.1:8000"));
         }
+        for spec in &bind {
+            check_bind(spec).map_err(|why| {
+                let origin = get("bind").1;
+                ConfigError(format!("invalid bind {spec:?} (from {origin}): {why}"))
+            })?;
+        }
         let workers = size("workers")?;
         if workers == 0 {
             return Err(bad("workers", "at least 1"));
@@ -1048,6 +1174,30 @@ impl Config {
             "" => None,
             path => Some(std::path::PathBuf::from(path)),
         };
+        let chdir = match get("chdir").0 {
+            "" => None,
+            path if std::path::Path::new(path).is_dir() => Some(std::path::PathBuf::from(path)),
+            _ => return Err(bad("chdir", "an existing directory")),
+        };
+        let env = items("env")
+            .into_iter()
+            .map(|item| match item.split_once('=') {
+                Some((name, value))
+                    if !name.is_empty() && !name.contains('\0') && !value.contains('\0') =>
+                {
+                    Ok((name.to_owned(), value.to_owned()))
+                }
+                _ => Err(bad("env", "NAME=VALUE items")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = Some(get("name").0.to_owned()).filter(|name| !name.is_empty());
+        let account = |setting: &str, resolve: fn(&str) -> Result<u32, String>| match get(setting).0
+        {
+            "" => Ok(None),
+            name => resolve(name).map(Some).map_err(|e| invalid(setting, &e)),
+        };
+        let user = account("user", crate::server::process_setup::user_id)?;
+        let group = account("group", crate::server::process_setup::group_id)?;
         let metrics_bind = match get("metrics_bind").0 {
             "" | "none" => None,
             addr => {
@@ -1123,6 +1273,13 @@ impl Config {
             inject_headers,
             forwarded_allow_ips,
             pidfile,
+            chdir,
+            env,
+            name,
+            user,
+            group,
+            reuse_port: switch("reuse_port")?,
+            capture_output: switch("capture_output")?,
             metrics_bind,
             metrics_path,
             errors,
@@ -1240,6 +1397,12 @@ impl Config {
             metrics_bind: self.metrics_bind.clone(),
             metrics: self.metrics_path.is_some(),
             pidfile: self.pidfile.clone(),
+            reuse_port: self.reuse_port,
+            name: self.name.clone(),
+            user: self.user,
+            group: self.group,
+            env: self.env.clone(),
+            capture_output: self.capture_output,
         }
     }
 
@@ -1280,7 +1443,12 @@ impl Config {
                 )
                 .to_string(),
                 Kind::Switch => value.to_owned(),
-                Kind::Value if value.parse::<u64>().is_ok() || is_decimal(value) => {
+                Kind::Value
+                    if value.parse::<u64>().is_ok()
+                        || is_decimal(value)
+                        || value == "true"
+                        || value == "false" =>
+                {
                     value.to_owned()
                 }
                 Kind::Value => toml::Value::String(value.to_owned()).to_string(),

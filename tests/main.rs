@@ -10,6 +10,9 @@ mod binary;
 /// Settings from flags, environment and file.
 mod config;
 
+/// Gunicorn's command line: each flag by its effect.
+mod command_line;
+
 /// Error capture: 500s, Sentry events, stuck requests.
 mod errors;
 

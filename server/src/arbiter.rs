@@ -118,6 +118,22 @@ pub struct ArbiterConfig {
     /// `--pid`: the file the arbiter writes its pid to (an upgraded one
     /// writes `FILE.2` until the arbiter before it is gone).
     pub pidfile: Option<PathBuf>,
+    /// `--reuse-port`: TCP listeners set `SO_REUSEPORT`.
+    pub reuse_port: bool,
+    /// `--name`: the processes' titles in `ps` become `turnstile: arbiter
+    /// [NAME]` and `turnstile: worker [NAME]`.
+    pub name: Option<String>,
+    /// `--user` and `--group`: what the workers run as (ids), switched to as
+    /// each boots; the arbiter keeps its own.
+    pub user: Option<u32>,
+    /// See `user`.
+    pub group: Option<u32>,
+    /// `--env`: variables set in the arbiter's environment before anything
+    /// else runs, so the application and the workers see them.
+    pub env: Vec<(String, String)>,
+    /// `--capture-output`: standard output and error go to the error log
+    /// once the arbiter has announced where it listens.
+    pub capture_output: bool,
 }
 
 impl Default for ArbiterConfig {
@@ -136,6 +152,12 @@ impl Default for ArbiterConfig {
             metrics_bind: None,
             metrics: false,
             pidfile: None,
+            reuse_port: false,
+            name: None,
+            user: None,
+            group: None,
+            env: Vec::new(),
+            capture_output: false,
         }
     }
 }
@@ -264,6 +286,17 @@ impl Arbiter {
         // Before anything changes them: what `USR2` starts again.
         let start = StartContext::now();
         let inherited = Inherited::take();
+        for (name, value) in &self.config.env {
+            // SAFETY: the arbiter has one thread here (run's contract), so
+            // nothing reads the environment as it changes.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::env::set_var(name, value);
+            }
+        }
+        if let Some(name) = &self.config.name {
+            crate::process_setup::set_title(&format!("turnstile: arbiter [{name}]"));
+        }
         let signals = match block_signals() {
             Ok(signals) => signals,
             Err(error) => {
@@ -346,6 +379,13 @@ impl Arbiter {
         }
         let _ = stdout.flush();
         drop(stdout);
+        if self.config.capture_output
+            && let Err(error) = log::capture_output()
+        {
+            log::warning(format_args!(
+                "cannot send the output to the log file: {error}"
+            ));
+        }
         log::info(format_args!(
             "arbiter started (pid {}): {} worker(s) of {} thread(s) on {}{}",
             std::process::id(),
@@ -483,7 +523,7 @@ fn bind(config: &ArbiterConfig, inherited: &Inherited) -> Result<Vec<Listener>, 
         .binds
         .iter()
         .map(|spec| {
-            Listener::bind(spec, config.backlog)
+            Listener::bind_reusing(spec, config.backlog, config.reuse_port)
                 .map_err(|e| format!("cannot listen on {spec}: {e}"))
         })
         .collect()
@@ -1070,6 +1110,9 @@ impl Shell {
                 max_requests_jitter: config.max_requests_jitter,
                 metrics: config.metrics,
                 pages: config.metrics_bind.is_some(),
+                name: config.name.clone(),
+                user: config.user,
+                group: config.group,
             },
             hooks: self.hooks.clone(),
         };

@@ -24,6 +24,7 @@ mod listen;
 pub mod log;
 pub mod metrics;
 mod poller;
+pub mod process_setup;
 mod protocol;
 mod sched;
 mod serve;

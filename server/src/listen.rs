@@ -47,6 +47,13 @@ impl Listener {
     /// room for `backlog` pending connections. A stale Unix socket file
     /// left by an earlier run is replaced; any other file is not.
     pub fn bind(spec: &str, backlog: u32) -> io::Result<Self> {
+        Self::bind_reusing(spec, backlog, false)
+    }
+
+    /// As [`bind`](Self::bind); with `reuse_port`, a TCP listener sets
+    /// `SO_REUSEPORT` (`--reuse-port`), so several servers may listen on one
+    /// port and the kernel spreads connections among them.
+    pub fn bind_reusing(spec: &str, backlog: u32, reuse_port: bool) -> io::Result<Self> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         if let Some(path) = spec.strip_prefix("unix:") {
             return bind_unix(Path::new(path), backlog);
@@ -70,7 +77,7 @@ impl Listener {
         };
         let mut last_error = None;
         for addr in spec.to_socket_addrs()? {
-            match bind_tcp(addr, backlog) {
+            match bind_tcp(addr, backlog, reuse_port) {
                 Ok(listener) => return Ok(Self::Tcp(listener)),
                 Err(error) => last_error = Some(error),
             }
@@ -214,11 +221,14 @@ impl fmt::Display for Listener {
     }
 }
 
-fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+fn bind_tcp(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // As every server does: a restart may bind while old connections linger
     // in TIME_WAIT.
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }

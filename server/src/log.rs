@@ -87,11 +87,37 @@ pub fn to_file(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether standard output and error go to the log file too.
+static CAPTURING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sends this process's standard output and error (and so its children's,
+/// the workers', and what the application prints) to the log file, as
+/// Gunicorn's `capture_output` does; nothing when the log is standard
+/// error. A reopen moves them to the new file too.
+pub fn capture_output() -> io::Result<()> {
+    let file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, open_file)) = file.as_ref() {
+        CAPTURING.store(true, Ordering::Relaxed);
+        redirect(open_file)?;
+    }
+    Ok(())
+}
+
+fn redirect(file: &File) -> io::Result<()> {
+    let _ = io::stdout().flush();
+    nix::unistd::dup2_stdout(file)?;
+    nix::unistd::dup2_stderr(file)?;
+    Ok(())
+}
+
 /// Opens the log file again under its name, after it was moved away.
 pub fn reopen() -> io::Result<()> {
     let mut file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((path, open_file)) = file.as_mut() {
         *open_file = open(path)?;
+        if CAPTURING.load(Ordering::Relaxed) {
+            redirect(open_file)?;
+        }
     }
     Ok(())
 }

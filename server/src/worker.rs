@@ -64,6 +64,12 @@ pub(crate) struct WorkerConfig {
     pub(crate) metrics: bool,
     /// Whether it sends its pages to the arbiter (`--metrics-bind`).
     pub(crate) pages: bool,
+    /// `--name`, for its title in `ps`.
+    pub(crate) name: Option<String>,
+    /// `--user` and `--group`, switched to before anything of the
+    /// application runs.
+    pub(crate) user: Option<u32>,
+    pub(crate) group: Option<u32>,
 }
 
 /// How long a message to the arbiter may take to write: the arbiter reads
@@ -84,6 +90,12 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     if getppid() != arbiter {
         std::process::exit(0);
+    }
+    if let Some(name) = &config.name {
+        crate::process_setup::set_title(&format!("turnstile: worker [{name}]"));
+    }
+    if let Err(error) = crate::process_setup::become_user(config.user, config.group) {
+        boot_failed(worker, "switching to --user and --group", &error);
     }
     let signals = match take_signals() {
         Ok(signals) => signals,
