@@ -12,15 +12,26 @@
 //! It also holds the whole server for one's own application ([`main`],
 //! [`Main`], in [`cli`]), its settings ([`config`]), its `tracing` subscriber ([`logging`]) and the
 //! server hooks that reach the layers ([`hooks`]).
+//!
+//! Every layer is a Cargo feature of its name, all on by default, and the
+//! command line ([`main`], [`Main`], the settings, the `turnstile` binary)
+//! is the `cli` feature, which takes them all: with
+//! `default-features = false, features = ["headers"]` a program compiles
+//! the server, the router and that one layer.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
 pub mod config;
+#[cfg(feature = "cli")]
 pub mod hooks;
+#[cfg(feature = "cli")]
 pub mod logging;
 pub mod router;
 
+#[cfg(feature = "cli")]
 pub use cli::{Main, Settings, main};
 pub use router::Router;
 pub use turnstile_core::*;

@@ -93,7 +93,7 @@ use turnstile_core::{
     Response, Route, capturing_stacks, respond,
 };
 
-use crate::request_log::Redactor;
+use crate::redact::Redactor;
 
 mod panics;
 mod report;

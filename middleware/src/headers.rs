@@ -365,7 +365,7 @@ fn app_duration(started: Instant) -> HeaderValue {
 
 fn app_duration_value(elapsed: std::time::Duration) -> HeaderValue {
     const PREFIX: &[u8] = b"app;dur=";
-    let milliseconds = crate::request_log::format::Micros::new(elapsed, 3);
+    let milliseconds = crate::text::Micros::new(elapsed, 3);
     let milliseconds = milliseconds.as_bytes();
     // Written on the stack, then copied once into the header's own bytes.
     let mut value = [0; 40];

@@ -22,14 +22,30 @@
 //! - [`request_log`]: one `tracing` event per request at its last byte,
 //!   and the access log (JSON, combined, Gunicorn atoms) written from them.
 //!
-//! The other layers arrive one issue at a time; the book's chapter list
-//! shows the plan.
+//! Each layer is a Cargo feature of its name (`error-capture`, `headers`,
+//! `metrics`, `post-fork`, `request-log`, `traces`), all on by default, so
+//! a program that wants one layer compiles only what that layer needs.
+//! [`redact`] is what they share: one rule for secrets in every output.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "error-capture")]
 pub mod error_capture;
+#[cfg(feature = "headers")]
 pub mod headers;
+#[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "post-fork")]
 pub mod post_fork;
+#[cfg(feature = "request-log")]
 pub mod request_log;
+#[cfg(feature = "traces")]
 pub mod traces;
+
+// Shared by the layers, whichever are built (so parts go unused when only
+// some are).
+pub mod redact;
+#[cfg_attr(not(all(feature = "metrics", feature = "traces")), allow(dead_code))]
+mod semconv;
+#[cfg_attr(not(all(feature = "request-log", feature = "traces")), allow(dead_code))]
+mod text;

@@ -59,7 +59,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use metrics::{Gauge, SharedString, Unit};
-use turnstile_core::http::{HeaderValue, Method, StatusCode, header, uri::Scheme};
+
+use crate::semconv::{method_label, scheme_label};
+use turnstile_core::http::{HeaderValue, Method, StatusCode, header};
 use turnstile_core::{
     AppResult, Application, Environ, Layer, Request, Response, Route, on_complete, per_process,
     respond,
@@ -385,34 +387,6 @@ mod keys {
         })
     }
     // ANCHOR_END: key_cache
-}
-
-/// OpenTelemetry's `http.request.method`: the methods of HTTP's registry,
-/// and `_OTHER` for the rest. The tracing layer names spans by it too.
-pub(crate) fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::CONNECT => "CONNECT",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::PATCH => "PATCH",
-        _ if method.as_str() == "QUERY" => "QUERY",
-        _ => "_OTHER",
-    }
-}
-
-/// `url.scheme`: the request's as the server resolved it (behind a trusted
-/// proxy, the proxy's), else its target's.
-pub(crate) fn scheme_label(request: &Request) -> &'static str {
-    let https = match request.extensions().get::<Environ>() {
-        Some(environ) => environ.scheme == Scheme::HTTPS,
-        None => request.uri().scheme() == Some(&Scheme::HTTPS),
-    };
-    if https { "https" } else { "http" }
 }
 
 /// The body's declared size: `Content-Length`, or none at all. A chunked

@@ -60,7 +60,6 @@
 
 pub(crate) mod format;
 mod output;
-mod redact;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -77,7 +76,9 @@ use turnstile_core::{
 
 pub use format::{AccessFormat, COMBINED, InvalidFormat};
 pub use output::{AccessLog, FLUSH_INTERVAL, Output};
-pub use redact::{ALWAYS_SECRET, DEFAULT_SECRET_WORDS, REDACTED, Redactor, SECRET_HEADER_WORDS};
+pub use crate::redact::{
+    ALWAYS_SECRET, DEFAULT_SECRET_WORDS, REDACTED, Redactor, SECRET_HEADER_WORDS,
+};
 pub use tracing_subscriber;
 
 /// The target of the per-request events.

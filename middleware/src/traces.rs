@@ -78,8 +78,8 @@ use turnstile_core::{
     TraceId, on_complete, respond,
 };
 
-use crate::metrics::{method_label, scheme_label};
-use crate::request_log::Redactor;
+use crate::semconv::{method_label, scheme_label};
+use crate::redact::Redactor;
 
 pub mod export;
 pub mod otlp;
@@ -489,7 +489,7 @@ fn request_attributes(
 /// An address as text.
 fn ip_text(ip: std::net::IpAddr) -> String {
     let mut text = Vec::with_capacity(15);
-    crate::request_log::format::push_ip(&mut text, ip);
+    crate::text::push_ip(&mut text, ip);
     String::from_utf8(text).expect("an address is ASCII")
 }
 

@@ -208,7 +208,12 @@ fn collect_markdown(root: &Path, dir: &Path, files: &mut Vec<String>) {
     }
 }
 
-/// The layer modules of `middleware/src`: every `.rs` file but `lib.rs`.
+/// The modules of `middleware/src` that the layers share rather than
+/// being layers: they need no chapter of their own.
+const SHARED_MODULES: [&str; 3] = ["redact", "semconv", "text"];
+
+/// The layer modules of `middleware/src`: every `.rs` file but `lib.rs` and
+/// the shared ones.
 pub fn middleware_modules(repo: &Path) -> Vec<String> {
     let mut modules: Vec<String> = fs::read_dir(repo.join("middleware/src"))
         .map(|entries| {
@@ -217,7 +222,7 @@ pub fn middleware_modules(repo: &Path) -> Vec<String> {
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|ext| ext == "rs"))
                 .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                .filter(|name| name != "lib")
+                .filter(|name| name != "lib" && !SHARED_MODULES.contains(&name.as_str()))
                 .collect()
         })
         .unwrap_or_default();

@@ -31,11 +31,11 @@
 use sentry::protocol::{Map, Url};
 use turnstile_core::http::{HeaderMap, Uri};
 
-use crate::request_log::{REDACTED, Redactor};
+use crate::redact::{REDACTED, Redactor};
 
 /// The headers always hidden and the words that hide a header, shared
 /// with the access log.
-pub use crate::request_log::{ALWAYS_SECRET, SECRET_HEADER_WORDS};
+pub use crate::redact::{ALWAYS_SECRET, SECRET_HEADER_WORDS};
 
 /// Headers that carry the client's address, sent only with
 /// `send_default_pii`; names with `forwarded`, or ending in `-ip` or

@@ -236,7 +236,7 @@ fn the_client_address_and_forwarding_headers_need_send_default_pii() {
     assert_eq!(reported.headers["authorization"], REDACTED_VALUE);
 }
 
-const REDACTED_VALUE: &str = crate::request_log::REDACTED;
+const REDACTED_VALUE: &str = crate::redact::REDACTED;
 
 #[test]
 fn the_trace_id_is_a_tag() {
