@@ -1,12 +1,14 @@
 //! Serves an existing application with timing metrics, from two worker
-//! processes, and one Prometheus endpoint for both.
+//! processes, and one Prometheus endpoint for both, with the whole server
+//! (`turnstile::main`: its flags, its settings, its signals).
 //!
 //! The application names its routes (`/books/{id}`), so the metrics group
 //! `/books/1` and `/books/2` together, and counts something of its own
 //! (`books_sold_total`) with the `metrics` crate. The arbiter sums both
 //! workers' metrics on `http://127.0.0.1:9100/metrics`.
 //!
-//! Run with: `cargo run --example prometheus_app`, then, in another shell:
+//! Run with: `cargo run --example prometheus_app -- --workers 2 --metrics-bind 127.0.0.1:9100 --middleware metrics`,
+//! then, in another shell:
 //!
 //! ```text
 //! curl -s http://127.0.0.1:8000/books/1 http://127.0.0.1:8000/books/2/buy
@@ -14,12 +16,12 @@
 //! prometheus --config.file=examples/prometheus.yml   # scrapes it every 5 s
 //! ```
 //!
-//! Other addresses: `cargo run --example prometheus_app -- BIND METRICS_BIND`.
+//! Every other setting of `turnstile --help` works too (`--bind`, `-c FILE`).
+
+use std::process::ExitCode;
 
 use turnstile::http::StatusCode;
-use turnstile::middleware::metrics::HttpMetrics;
-use turnstile::server::{Arbiter, ArbiterConfig};
-use turnstile::{Request, Response, Route, Stack};
+use turnstile::{Request, Response, Route};
 
 // ANCHOR: bookshop
 /// The existing application: it knows its routes, and nothing of Prometheus.
@@ -48,19 +50,13 @@ fn bookshop(request: Request) -> Response {
 // ANCHOR_END: bookshop
 
 // ANCHOR: serve
-fn main() {
-    let mut args = std::env::args().skip(1);
-    let config = ArbiterConfig {
-        binds: vec![args.next().unwrap_or_else(|| "127.0.0.1:8000".into())],
-        workers: 2,
-        metrics_bind: Some(args.next().unwrap_or_else(|| "127.0.0.1:9100".into())),
-        ..ArbiterConfig::default()
-    };
-    // Each worker builds the stack after the fork, with its own recorder.
-    let code = Arbiter::new(config).run(|| {
+fn main() -> ExitCode {
+    // Each worker builds the application after the fork, and describes its
+    // counter to its own recorder; `--middleware metrics` puts the metrics
+    // layer around it.
+    turnstile::main(|_settings| {
         metrics::describe_counter!("books_sold_total", "Books sold.");
-        Stack::new().layer(HttpMetrics::new()).app(bookshop)
-    });
-    std::process::exit(code);
+        bookshop
+    })
 }
 // ANCHOR_END: serve

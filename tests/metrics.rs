@@ -297,7 +297,8 @@ fn a_real_prometheus_scrapes_the_endpoint() {
 #[test]
 fn the_example_sums_its_own_counter_over_both_workers() {
     let mut command = Command::new(example("prometheus_app"));
-    command.args(["127.0.0.1:0", "127.0.0.1:0"]);
+    command.args(["--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"]);
+    command.args(["--workers", "2", "--middleware", "metrics"]);
     let server = Turnstile::start_command(command);
     server.wait_for_workers(2);
     requests(

@@ -47,5 +47,8 @@ pub mod traces;
 pub mod redact;
 #[cfg_attr(not(all(feature = "metrics", feature = "traces")), allow(dead_code))]
 mod semconv;
-#[cfg_attr(not(all(feature = "request-log", feature = "traces")), allow(dead_code))]
+#[cfg_attr(
+    not(all(feature = "request-log", feature = "traces")),
+    allow(dead_code)
+)]
 mod text;

@@ -74,11 +74,11 @@ use turnstile_core::{
     on_complete, respond,
 };
 
-pub use format::{AccessFormat, COMBINED, InvalidFormat};
-pub use output::{AccessLog, FLUSH_INTERVAL, Output};
 pub use crate::redact::{
     ALWAYS_SECRET, DEFAULT_SECRET_WORDS, REDACTED, Redactor, SECRET_HEADER_WORDS,
 };
+pub use format::{AccessFormat, COMBINED, InvalidFormat};
+pub use output::{AccessLog, FLUSH_INTERVAL, Output};
 pub use tracing_subscriber;
 
 /// The target of the per-request events.
@@ -276,6 +276,7 @@ pub struct Logged<A> {
 impl<A: Application> Application for Logged<A> {
     fn handle(&self, request: Request) -> AppResult {
         if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            warn_if_no_subscriber();
             return Ok(respond(&self.inner, request));
         }
         let (mut record, clock) = start(&self.config, &request);
@@ -402,3 +403,19 @@ pub fn with_current_record<R>(f: impl FnOnce(&AccessRecord) -> R) -> Option<R> {
 
 #[cfg(test)]
 mod tests;
+
+/// A program that wraps its application in the layer but installs no
+/// `tracing` subscriber logs nothing: it is told so, once per process,
+/// rather than left to wonder where its access log went.
+fn warn_if_no_subscriber() {
+    static TOLD: std::sync::Once = std::sync::Once::new();
+    if !tracing::dispatcher::has_been_set() {
+        TOLD.call_once(|| {
+            eprintln!(
+                "turnstile: the request log has no tracing subscriber to write to, so no access \
+                 line is written: install one (RequestLog::events() with tracing-subscriber, or \
+                 serve with turnstile::main, which installs it)"
+            );
+        });
+    }
+}

@@ -84,7 +84,10 @@ mod tests {
     #[test]
     fn durations_and_addresses_read_as_format_would_write_them() {
         let d = Duration::from_micros(1_500);
-        assert_eq!(Micros::new(d, 3).as_bytes(), format!("{:.3}", 1.5).as_bytes());
+        assert_eq!(
+            Micros::new(d, 3).as_bytes(),
+            format!("{:.3}", 1.5).as_bytes()
+        );
         assert_eq!(Micros::new(d, 6).as_bytes(), b"0.001500");
         let mut out = Vec::new();
         push_ip(&mut out, "10.0.200.7".parse().unwrap());

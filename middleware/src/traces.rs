@@ -78,8 +78,8 @@ use turnstile_core::{
     TraceId, on_complete, respond,
 };
 
-use crate::semconv::{method_label, scheme_label};
 use crate::redact::Redactor;
+use crate::semconv::{method_label, scheme_label};
 
 pub mod export;
 pub mod otlp;

@@ -19,8 +19,8 @@ use turnstile_core::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use turnstile_core::{Environ, Failure, Request, RequestId, Route, TraceId, Worker};
 
 use super::{Settings, TARGET, scrub};
-use crate::semconv::scheme_label;
 use crate::redact::Redactor;
+use crate::semconv::scheme_label;
 
 /// Events waiting for the transport thread before new ones are dropped
 /// (Sentry's default is 30); a burst of failures should not lose reports.
