@@ -15,7 +15,7 @@
 //! ```
 //! use turnstile_core::http::HeaderMap;
 //! use turnstile_middleware::error_capture::scrub;
-//! use turnstile_middleware::request_log::Redactor;
+//! use turnstile_middleware::redact::Redactor;
 //!
 //! let mut headers = HeaderMap::new();
 //! headers.insert("cookie", "session=abc".parse().unwrap());
