@@ -77,7 +77,7 @@ fn main() {
     let options = sentry::ClientOptions::new().environment("example");
     let code = Arbiter::new(config)
         // The stuck request, reported before the worker dies.
-        .worker_abort(turnstile::hooks::report_stuck)
+        .worker_abort(turnstile::layer_hooks::report_stuck)
         .run(move || {
             Stack::new()
                 .layer(ErrorCapture::new().sentry(options.clone()))

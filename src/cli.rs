@@ -54,8 +54,8 @@ use serde::de::DeserializeOwned;
 use crate::config::{Config, Kind, Origin, SETTINGS};
 use crate::middleware::metrics::{HttpMetrics, ServeMetrics};
 use crate::middleware::traces::{TraceRequests, export};
-use crate::server::{Arbiter, log, metrics};
-use crate::{Application, SharedApp, Stack, hooks, logging};
+use crate::server::{Arbiter, error_log, prometheus};
+use crate::{Application, SharedApp, Stack, layer_hooks, subscriber};
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 /// A pre-forking HTTP/1.1 server for Rust applications.
@@ -243,7 +243,7 @@ fn build_app(config: &Config, app: SharedApp) -> SharedApp {
     let page = config
         .metrics_path
         .as_deref()
-        .map(|path| ServeMetrics::new(path, metrics::render_this_process));
+        .map(|path| ServeMetrics::new(path, prometheus::render_this_process));
     let stack = Stack::new()
         .option_layer(page)
         .option_layer(chosen("headers").then(|| config.inject_headers.clone()))
@@ -265,7 +265,7 @@ fn tracing_layer(config: &Config) -> TraceRequests {
     }
     TraceRequests::with_pipeline(|| {
         export::from_env("turnstile", env!("CARGO_PKG_VERSION")).unwrap_or_else(|error| {
-            log::warning(format_args!("tracing is off in this worker: {error}"));
+            error_log::warning(format_args!("tracing is off in this worker: {error}"));
             None
         })
     })
@@ -322,25 +322,25 @@ where
         eprintln!("turnstile: {error}");
         return ExitCode::from(2);
     }
-    if let Err(error) = log::to_file(Path::new(&config.error_log)) {
+    if let Err(error) = error_log::to_file(Path::new(&config.error_log)) {
         eprintln!(
             "turnstile: cannot open the log file {}: {error}",
             config.error_log
         );
         return ExitCode::from(2);
     }
-    if let Err(error) = logging::install(config, std::env::var("RUST_LOG").ok()) {
+    if let Err(error) = subscriber::install(config, std::env::var("RUST_LOG").ok()) {
         eprintln!("turnstile: {error}");
         return ExitCode::from(2);
     }
     if config.errors.debug {
-        log::warning(format_args!(
+        error_log::warning(format_args!(
             "debug is on: a failing request is answered with its error's text, \
              which may hold a secret; never in production"
         ));
     }
     if config.metrics_path.is_some() && config.workers > 1 {
-        log::warning(format_args!(
+        error_log::warning(format_args!(
             "metrics_path serves the metrics of whichever worker answers; \
              with {} workers, scrape --metrics-bind instead",
             config.workers
@@ -348,7 +348,7 @@ where
     }
     let mut arbiter = Arbiter::new(config.arbiter_config())
         .preload(config.preload)
-        .worker_abort(hooks::report_stuck);
+        .worker_abort(layer_hooks::report_stuck);
     if let Some(configure) = configure {
         arbiter = configure(arbiter);
     }

@@ -38,10 +38,10 @@ use crate::middleware::error_capture::sentry::types::Dsn;
 use crate::middleware::error_capture::{ErrorCapture, parse_statuses};
 use crate::middleware::headers::{HeaderRule, InjectHeaders, Mode};
 use crate::middleware::request_log::{AccessFormat, REDACTED, Redactor, RequestLog};
+use crate::server::error_log::Level;
 use crate::server::forwarded::TrustedProxies;
 use crate::server::http1::Limits;
 use crate::server::http1::conn::ConnConfig;
-use crate::server::log::Level;
 use crate::server::{ArbiterConfig, DEFAULT_THREADS};
 
 /// One setting: its names in each source, its meaning and its default.

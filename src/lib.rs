@@ -10,8 +10,8 @@
 //! * [`server`]: the HTTP/1.1 engine, worker threads and the arbiter.
 //!
 //! It also holds the whole server for one's own application ([`main`],
-//! [`Main`], in [`cli`]), its settings ([`config`]), its `tracing` subscriber ([`logging`]) and the
-//! server hooks that reach the layers ([`hooks`]).
+//! [`Main`], in [`cli`]), its settings ([`config`]), its `tracing` subscriber ([`subscriber`]) and the
+//! server hooks that reach the layers ([`layer_hooks`]).
 //!
 //! Every layer is a Cargo feature of its name, all on by default, and the
 //! command line ([`main`], [`Main`], the settings, the `turnstile` binary)
@@ -26,10 +26,10 @@ pub mod cli;
 #[cfg(feature = "cli")]
 pub mod config;
 #[cfg(feature = "cli")]
-pub mod hooks;
-#[cfg(feature = "cli")]
-pub mod logging;
+pub mod layer_hooks;
 pub mod router;
+#[cfg(feature = "cli")]
+pub mod subscriber;
 
 #[cfg(feature = "cli")]
 pub use cli::{Main, Settings, main};

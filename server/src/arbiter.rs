@@ -67,13 +67,13 @@ use crate::forwarded::TrustedProxies;
 use crate::hooks::{Hooks, RequestInfo, WorkerExit};
 use crate::http1::conn::ConnConfig;
 use crate::listen::{DEFAULT_BACKLOG, Listener};
-use crate::metrics::endpoint::Endpoint;
-use crate::metrics::exposition::{Exposition, Kind};
-use crate::metrics::process;
+use crate::prometheus::endpoint::Endpoint;
+use crate::prometheus::exposition::{Exposition, Kind};
+use crate::prometheus::process;
 use crate::protocol::{APP_LOAD_ERROR, Beat, round};
 use crate::supervisor::{Action, Ask, Event, Level, Settings, Sig, Supervisor, Upgrade};
 use crate::worker::{self, WorkerConfig, WorkerSetup};
-use crate::{InFlight, log};
+use crate::{InFlight, error_log};
 
 /// The environment variables an arbiter hands the one its `USR2` starts:
 /// the listening descriptors, the metrics endpoint's, and its own pid.
@@ -113,7 +113,7 @@ pub struct ArbiterConfig {
     /// summed, at `/metrics` (`HOST:PORT`). Implies `metrics`.
     pub metrics_bind: Option<String>,
     /// Whether each worker installs a Prometheus recorder after the fork
-    /// ([`crate::metrics::install`]).
+    /// ([`crate::prometheus::install`]).
     pub metrics: bool,
     /// `--pid`: the file the arbiter writes its pid to (an upgraded one
     /// writes `FILE.2` until the arbiter before it is gone).
@@ -300,7 +300,7 @@ impl Arbiter {
         let signals = match block_signals() {
             Ok(signals) => signals,
             Err(error) => {
-                log::critical(format_args!("cannot take the signals: {error}"));
+                error_log::critical(format_args!("cannot take the signals: {error}"));
                 return 1;
             }
         };
@@ -312,7 +312,7 @@ impl Arbiter {
             match panic::catch_unwind(AssertUnwindSafe(|| SharedApp::new(app()))) {
                 Ok(app) => Some(app),
                 Err(panic) => {
-                    log::critical(format_args!(
+                    error_log::critical(format_args!(
                         "the application failed to load: {}",
                         Panicked::from_payload(&*panic).message()
                     ));
@@ -325,7 +325,7 @@ impl Arbiter {
         let listeners = match bind(&self.config, &inherited) {
             Ok(listeners) => listeners,
             Err(error) => {
-                log::critical(format_args!("{error}"));
+                error_log::critical(format_args!("{error}"));
                 return 2;
             }
         };
@@ -340,7 +340,7 @@ impl Arbiter {
         let endpoint = match endpoint {
             Ok(endpoint) => endpoint,
             Err(error) => {
-                log::critical(format_args!(
+                error_log::critical(format_args!(
                     "cannot serve metrics on {}: {error}",
                     self.config.metrics_bind.as_deref().unwrap_or_default()
                 ));
@@ -360,7 +360,7 @@ impl Arbiter {
         if let Some(pidfile) = &pidfile
             && let Err(error) = pidfile.write()
         {
-            log::critical(format_args!(
+            error_log::critical(format_args!(
                 "cannot write the pid file {}: {error}",
                 pidfile.current().display()
             ));
@@ -380,13 +380,13 @@ impl Arbiter {
         let _ = stdout.flush();
         drop(stdout);
         if self.config.capture_output
-            && let Err(error) = log::capture_output()
+            && let Err(error) = error_log::capture_output()
         {
-            log::warning(format_args!(
+            error_log::warning(format_args!(
                 "cannot send the output to the log file: {error}"
             ));
         }
-        log::info(format_args!(
+        error_log::info(format_args!(
             "arbiter started (pid {}): {} worker(s) of {} thread(s) on {}{}",
             std::process::id(),
             self.config.workers,
@@ -756,12 +756,12 @@ impl Shell {
                 let _ = kill(Pid::from_raw(pid as i32), signal);
             }
             Action::Log(level, message) => match level {
-                Level::Info => log::info(format_args!("{message}")),
-                Level::Warning => log::warning(format_args!("{message}")),
-                Level::Critical => log::critical(format_args!("{message}")),
+                Level::Info => error_log::info(format_args!("{message}")),
+                Level::Warning => error_log::warning(format_args!("{message}")),
+                Level::Critical => error_log::critical(format_args!("{message}")),
             },
             Action::ReopenLogs => {
-                if let Err(error) = log::reopen() {
+                if let Err(error) = error_log::reopen() {
                     eprintln!("turnstile: cannot reopen the log file: {error}");
                 }
             }
@@ -783,14 +783,14 @@ impl Shell {
                 if let Some(pidfile) = &self.pidfile
                     && let Err(error) = pidfile.write()
                 {
-                    log::warning(format_args!("cannot write the pid file again: {error}"));
+                    error_log::warning(format_args!("cannot write the pid file again: {error}"));
                 }
             }
             Action::PromotePidFile => {
                 if let Some(pidfile) = &mut self.pidfile
                     && let Err(error) = pidfile.promote()
                 {
-                    log::warning(format_args!("cannot rename the pid file: {error}"));
+                    error_log::warning(format_args!("cannot rename the pid file: {error}"));
                 }
             }
             Action::Exit(code) => return Some(code),
@@ -892,7 +892,7 @@ impl Shell {
 
     /// Re-reads the settings, keeping what a reload cannot change.
     fn reload(&mut self) -> Result<Settings, String> {
-        let _ = log::reopen();
+        let _ = error_log::reopen();
         let Some(reload) = &mut self.reload else {
             return Ok(settings(&self.config));
         };
@@ -902,7 +902,7 @@ impl Shell {
             || config.metrics_bind != self.config.metrics_bind
             || config.pidfile != self.config.pidfile
         {
-            log::warning(format_args!(
+            error_log::warning(format_args!(
                 "HUP: the binds, backlog, metrics bind and pid file are kept; restart to change them"
             ));
         }
@@ -968,7 +968,7 @@ impl Shell {
     /// Moves scrapes on: asks the workers for their pages when one arrives,
     /// and answers once all have answered or [`COLLECT_WAIT`] has passed.
     ///
-    /// [`COLLECT_WAIT`]: crate::metrics::endpoint::COLLECT_WAIT
+    /// [`COLLECT_WAIT`]: crate::prometheus::endpoint::COLLECT_WAIT
     fn serve_metrics(&mut self) {
         let Some(endpoint) = &mut self.metrics else {
             return;
@@ -1041,7 +1041,7 @@ impl Shell {
         // ANCHOR: fork
         let threads = thread_count();
         if threads > 1 {
-            log::critical(format_args!(
+            error_log::critical(format_args!(
                 "the arbiter has {threads} threads, so it cannot fork safely; something started \
                  a thread before the fork (in a hook, or while preloading the application): \
                  start it in post_fork or in a PerProcess resource instead"

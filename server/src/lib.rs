@@ -15,17 +15,17 @@
 
 mod arbiter;
 mod budget;
+pub mod error_log;
 pub mod forwarded;
 pub mod hooks;
 pub mod http1;
-pub mod ids;
 mod in_flight;
 mod listen;
-pub mod log;
-pub mod metrics;
 mod poller;
 pub mod process_setup;
+pub mod prometheus;
 mod protocol;
+pub mod request_ids;
 mod sched;
 mod serve;
 mod spool;

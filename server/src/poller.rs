@@ -157,7 +157,7 @@ impl Poller {
             Err(errno) => {
                 // Only a bug can make epoll_wait fail on a valid set; slow
                 // down rather than spin.
-                crate::log::critical(format_args!("epoll_wait failed: {errno}"));
+                crate::error_log::critical(format_args!("epoll_wait failed: {errno}"));
                 std::thread::sleep(SWEEP_EVERY);
                 0
             }

@@ -46,7 +46,7 @@ impl<A: Application> Service for Serve<A> {
             ..
         } = head;
         let mut environ = connection.clone();
-        let request_id = crate::ids::next_request_id();
+        let request_id = crate::request_ids::next_request_id();
         environ.request_id = request_id.into();
         environ.received = Some(received);
         if let Err(error) = self.trusted_proxies.apply(&headers, &mut environ) {
@@ -81,11 +81,11 @@ impl<A: Application> Service for Serve<A> {
         if let Some(failure) = Failure::of(&response)
             && failure.log_once()
         {
-            crate::log::warning(format_args!("the application failed: {}", failure.error()));
+            crate::error_log::warning(format_args!("the application failed: {}", failure.error()));
         }
         // A body the client broke, found by the boundary rather than here.
         if ClientFault::of(&response).is_some() {
-            crate::metrics::refused(response.status());
+            crate::prometheus::refused(response.status());
         }
         Ok((response, record.expect("the record comes back")))
     }
@@ -105,11 +105,11 @@ impl<A: Application> Service for Serve<A> {
     }
 
     fn refused(&self, status: StatusCode) {
-        crate::metrics::refused(status);
+        crate::prometheus::refused(status);
     }
 
     fn too_slow(&self, what: Slow, connection: &Environ) {
-        crate::metrics::too_slow(what);
+        crate::prometheus::too_slow(what);
         let doing = match what {
             Slow::Head => "sending its request head",
             Slow::Body => "sending its request body",
@@ -119,7 +119,7 @@ impl<A: Application> Service for Serve<A> {
             || "a Unix-socket client".to_owned(),
             |addr| addr.to_string(),
         );
-        crate::log::info(format_args!(
+        crate::error_log::info(format_args!(
             "closed {client}: slower than the minimum rate {doing}"
         ));
     }

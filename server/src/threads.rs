@@ -130,7 +130,7 @@ impl Server {
     pub fn spawn(self, app: impl Application) -> ServerHandle {
         let addr = self.local_addr().ok();
         let poller = Poller::new(&self.listeners).expect("the poller starts");
-        crate::ids::ensure_seeded();
+        crate::request_ids::ensure_seeded();
         let mut records = Records::default();
         let thread_records: Vec<_> = (0..self.threads)
             .map(|_| records.add(self.limit.clone()))
@@ -363,7 +363,7 @@ impl<A: Application> Shared<A> {
                 Ok((stream, peer)) => self.admit(index, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if out_of_resources(&e) => {
-                    crate::log::warning(format_args!(
+                    crate::error_log::warning(format_args!(
                         "cannot accept a connection: {e}; retrying in {} ms",
                         ACCEPT_BACKOFF.as_millis()
                     ));

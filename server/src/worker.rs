@@ -38,7 +38,7 @@ use crate::hooks::{Hooks, WithRequestHooks};
 use crate::http1::conn::ConnConfig;
 use crate::listen::Listener;
 use crate::protocol::{APP_LOAD_ERROR, Beat, WORKER_BOOT_ERROR, round};
-use crate::{Server, ServerHandle, ids, log, metrics};
+use crate::{Server, ServerHandle, error_log, prometheus, request_ids};
 
 /// What a worker is handed at the fork.
 pub(crate) struct WorkerSetup {
@@ -100,19 +100,19 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
     let signals = match take_signals() {
         Ok(signals) => signals,
         Err(error) => {
-            log::critical(format_args!(
+            error_log::critical(format_args!(
                 "worker {}: cannot take signals: {error}",
                 worker.id
             ));
             std::process::exit(WORKER_BOOT_ERROR);
         }
     };
-    ids::reseed();
+    request_ids::reseed();
     // ANCHOR: recorder
     // Before anything records: the post_fork hook and the application may.
     let metrics_on = config.metrics || config.pages;
     if metrics_on {
-        metrics::install();
+        prometheus::install();
     }
     // ANCHOR_END: recorder
     let _ = to_arbiter.set_write_timeout(Some(WRITE_TIMEOUT));
@@ -164,12 +164,12 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
                 Ok(Signal::SIGTERM) => stop = stop.or(Some(false)),
                 Ok(Signal::SIGINT | Signal::SIGQUIT) => stop = Some(true),
                 Ok(Signal::SIGUSR1) => {
-                    if let Err(error) = log::reopen() {
+                    if let Err(error) = error_log::reopen() {
                         eprintln!("turnstile: cannot reopen the log file: {error}");
                     }
                     // The layers' own log files (the access log) follow.
                     turnstile_core::reopen::request();
-                    log::info(format_args!("worker {}: log files reopened", worker.id));
+                    error_log::info(format_args!("worker {}: log files reopened", worker.id));
                 }
                 Ok(Signal::SIGABRT) => abort(worker, &hooks, &handle, &to_arbiter, pages),
                 _ => {}
@@ -179,14 +179,14 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
             break quick;
         }
         if getppid() != arbiter {
-            log::warning(format_args!(
+            error_log::warning(format_args!(
                 "worker {}: the arbiter is gone; stopping",
                 worker.id
             ));
             break false;
         }
         if limit_reached.read().is_ok() {
-            log::info(format_args!(
+            error_log::info(format_args!(
                 "worker {} (pid {}): served {} requests; retiring",
                 worker.id,
                 worker.pid,
@@ -205,14 +205,14 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
         if pages {
             to_arbiter.send(&page(&handle, 0));
         } else if metrics_on {
-            metrics::upkeep();
+            prometheus::upkeep();
         }
         // ANCHOR_END: round_page
     };
     if !quick {
         let drained = handle.shutdown_until(Instant::now() + config.graceful_timeout);
         if !drained {
-            log::warning(format_args!(
+            error_log::warning(format_args!(
                 "worker {}: requests still running after graceful_timeout",
                 worker.id
             ));
@@ -224,7 +224,7 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
         // The last page: what the worker counted while it drained.
         to_arbiter.send(&Beat::Metrics {
             answers: 0,
-            page: metrics::snapshot(),
+            page: prometheus::snapshot(),
         });
     }
     // ANCHOR_END: last_page
@@ -235,12 +235,12 @@ pub(crate) fn run(setup: WorkerSetup, app: &dyn Fn() -> SharedApp) -> ! {
 /// This worker's metrics, with its connections counted now.
 fn page(handle: &ServerHandle, answers: u64) -> Beat {
     let (open, idle) = handle.connections();
-    metrics::set_connections(open, idle);
+    prometheus::set_connections(open, idle);
     let (memory, spool) = handle.held();
-    metrics::set_held(memory, spool);
+    prometheus::set_held(memory, spool);
     Beat::Metrics {
         answers,
-        page: metrics::snapshot(),
+        page: prometheus::snapshot(),
     }
 }
 
@@ -250,7 +250,7 @@ fn page(handle: &ServerHandle, answers: u64) -> Beat {
 fn boot(worker: Worker, hooks: &Hooks, app: &dyn Fn() -> SharedApp) -> SharedApp {
     let step = |code: i32, what: &str, f: &mut dyn FnMut()| {
         if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(f)) {
-            log::critical(format_args!(
+            error_log::critical(format_args!(
                 "worker {} (pid {}): {what} failed: {}",
                 worker.id,
                 worker.pid,
@@ -281,7 +281,7 @@ fn boot(worker: Worker, hooks: &Hooks, app: &dyn Fn() -> SharedApp) -> SharedApp
 // ANCHOR_END: boot
 
 fn boot_failed(worker: Worker, what: &str, error: &dyn std::fmt::Display) -> ! {
-    log::critical(format_args!(
+    error_log::critical(format_args!(
         "worker {} (pid {}): {what} failed: {error}",
         worker.id, worker.pid
     ));
@@ -299,14 +299,14 @@ fn abort(
 ) -> ! {
     let stuck = handle.oldest_in_flight();
     match &stuck {
-        Some(request) => log::critical(format_args!(
+        Some(request) => error_log::critical(format_args!(
             "worker {} (pid {}) aborted by the arbiter's timeout while serving {} for {:.1} s",
             worker.id,
             worker.pid,
             request.describe(),
             request.elapsed().as_secs_f64()
         )),
-        None => log::critical(format_args!(
+        None => error_log::critical(format_args!(
             "worker {} (pid {}) aborted by the arbiter's timeout",
             worker.id, worker.pid
         )),

@@ -859,7 +859,7 @@ fn store_refusal(error: StoreError) -> Advance {
     let why = match error {
         StoreError::Full => FULL.to_owned(),
         StoreError::Io(error) => {
-            crate::log::warning(format_args!("cannot spool a request body: {error}"));
+            crate::error_log::warning(format_args!("cannot spool a request body: {error}"));
             "the request body cannot be kept".to_owned()
         }
     };

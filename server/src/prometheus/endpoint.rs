@@ -19,7 +19,7 @@ use nix::poll::{PollFd, PollFlags};
 
 use crate::http1::encode::{BodyFraming, DateCache, write_head};
 use crate::http1::{Limits, Parsed, parse_head};
-use crate::metrics::exposition::Exposition;
+use crate::prometheus::exposition::Exposition;
 
 /// How long a scrape waits for the workers' pages.
 pub(crate) const COLLECT_WAIT: Duration = Duration::from_secs(1);

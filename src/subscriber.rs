@@ -22,7 +22,7 @@ use tracing_subscriber::{Layer, Registry};
 use crate::config::Config;
 use crate::middleware::request_log::{self, AccessLog, Output, RequestLog};
 use crate::middleware::traces::{ProcessTracer, export, tracing_opentelemetry};
-use crate::server::log::{self, Level};
+use crate::server::error_log::{self, Level};
 
 /// Installs the subscriber for `config`; `rust_log` is `RUST_LOG`.
 ///
@@ -31,7 +31,7 @@ use crate::server::log::{self, Level};
 /// `RUST_LOG` cannot be parsed, the access log cannot be opened, or a
 /// subscriber was installed already.
 pub fn install(config: &Config, rust_log: Option<String>) -> Result<(), String> {
-    log::set_level(config.log_level);
+    error_log::set_level(config.log_level);
     let events = match rust_log.as_deref().map(str::trim) {
         Some(directives) if !directives.is_empty() => directives
             .parse::<Targets>()
@@ -116,7 +116,7 @@ impl<S: Subscriber> Layer<S> for ErrorLog {
         };
         let mut line = Line::default();
         event.record(&mut line);
-        log::write_unfiltered(
+        error_log::write_unfiltered(
             level,
             format_args!("{}: {}{}", metadata.target(), line.message, line.fields),
         );

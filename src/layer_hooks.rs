@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::Worker;
 use crate::middleware::error_capture::{StuckRequest, report_stuck_request};
-use crate::server::{InFlight, log};
+use crate::server::{InFlight, error_log};
 
 // ANCHOR: report_stuck
 /// The `worker_abort` hook: the request a worker was stuck on reaches
@@ -24,7 +24,7 @@ pub fn report_stuck(worker: Worker, stuck: Option<&InFlight>) {
         Duration::from_secs(1),
     );
     if let Some(event_id) = sent {
-        log::info(format_args!(
+        error_log::info(format_args!(
             "worker {} (pid {}): the stuck request was reported to Sentry as event {}",
             worker.id,
             worker.pid,

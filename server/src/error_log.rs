@@ -3,7 +3,7 @@
 //! reopens, so `logrotate` can move it away.
 //!
 //! ```
-//! turnstile_server::log::info(format_args!("booting worker 1"));
+//! turnstile_server::error_log::info(format_args!("booting worker 1"));
 //! ```
 
 use std::fmt;
