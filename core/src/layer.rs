@@ -55,9 +55,12 @@ use crate::app::Either;
 // ANCHOR: trait
 /// Wraps an application `A` in another application.
 ///
-/// Implement it on a small configuration type (`FooLayer`) whose
-/// [`layer`](Layer::layer) builds the wrapping application (`Foo<A>`). A
-/// layer is used by reference, so one can wrap several applications.
+/// Implement it on a small configuration type named for the layer's job
+/// (`RequestLog`, `InjectHeaders`), whose [`layer`](Layer::layer) builds
+/// the wrapping application, named for what it did to the one inside
+/// (`Logged<A>`, `Injected<A>`): every layer in `turnstile-middleware`
+/// follows that convention. A layer is used by reference, so one can wrap
+/// several applications.
 pub trait Layer<A> {
     /// The application that results from wrapping `A`.
     type Application: Application;

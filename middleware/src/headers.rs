@@ -185,7 +185,7 @@ impl Default for InjectHeaders {
 }
 
 impl InjectHeaders {
-    /// The most headers [`handle`](WithHeaders) adds to one response.
+    /// The most headers [`handle`](Injected) adds to one response.
     fn most_added(&self) -> usize {
         self.rules.len()
             + if self.security_preset {
@@ -276,10 +276,10 @@ impl InjectHeaders {
 }
 
 impl<A: Application> Layer<A> for InjectHeaders {
-    type Application = WithHeaders<A>;
+    type Application = Injected<A>;
 
-    fn layer(&self, inner: A) -> WithHeaders<A> {
-        WithHeaders {
+    fn layer(&self, inner: A) -> Injected<A> {
+        Injected {
             inner,
             config: Arc::new(self.clone()),
         }
@@ -288,13 +288,13 @@ impl<A: Application> Layer<A> for InjectHeaders {
 
 /// An application whose responses get the [`InjectHeaders`] headers.
 #[derive(Debug)]
-pub struct WithHeaders<A> {
+pub struct Injected<A> {
     inner: A,
     config: Arc<InjectHeaders>,
 }
 
 // ANCHOR: handle
-impl<A: Application> Application for WithHeaders<A> {
+impl<A: Application> Application for Injected<A> {
     fn handle(&self, mut request: Request) -> AppResult {
         let started = Instant::now();
         let config = &*self.config;

@@ -476,10 +476,10 @@ impl ServeMetrics {
 }
 
 impl<A: Application> Layer<A> for ServeMetrics {
-    type Application = WithMetricsPage<A>;
+    type Application = Served<A>;
 
-    fn layer(&self, inner: A) -> WithMetricsPage<A> {
-        WithMetricsPage {
+    fn layer(&self, inner: A) -> Served<A> {
+        Served {
             inner,
             page: self.clone(),
         }
@@ -488,12 +488,12 @@ impl<A: Application> Layer<A> for ServeMetrics {
 
 /// An application with a metrics page in front of it; see [`ServeMetrics`].
 #[derive(Debug)]
-pub struct WithMetricsPage<A> {
+pub struct Served<A> {
     inner: A,
     page: ServeMetrics,
 }
 
-impl<A: Application> Application for WithMetricsPage<A> {
+impl<A: Application> Application for Served<A> {
     fn handle(&self, request: Request) -> AppResult {
         if request.uri().path() != &*self.page.path {
             return self.inner.handle(request);

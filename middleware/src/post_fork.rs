@@ -60,10 +60,10 @@ impl<T: Send + Sync + 'static> PostFork<T> {
 }
 
 impl<A: Application, T: Send + Sync + 'static> Layer<A> for PostFork<T> {
-    type Application = WithResource<A, T>;
+    type Application = Provided<A, T>;
 
     fn layer(&self, inner: A) -> Self::Application {
-        WithResource {
+        Provided {
             inner,
             resource: self.resource.clone(),
         }
@@ -72,13 +72,13 @@ impl<A: Application, T: Send + Sync + 'static> Layer<A> for PostFork<T> {
 
 /// An application whose requests carry this process's `Arc<T>`.
 #[derive(Debug)]
-pub struct WithResource<A, T> {
+pub struct Provided<A, T> {
     inner: A,
     resource: PerProcess<T>,
 }
 
 // ANCHOR: handle
-impl<A: Application, T: Send + Sync + 'static> Application for WithResource<A, T> {
+impl<A: Application, T: Send + Sync + 'static> Application for Provided<A, T> {
     fn handle(&self, mut request: Request) -> AppResult {
         let resource: Arc<T> = self.resource.get();
         request.extensions_mut().insert(resource);
