@@ -13,6 +13,47 @@ use crate::support::{
     signal_process, wait_until,
 };
 
+/// A copy of the binary in a directory of its own, as a deploy leaves it,
+/// with its pid file and error log beside it: what `USR2` starts again.
+struct Deployed {
+    dir: TempPath,
+    binary: std::path::PathBuf,
+    pidfile: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Deployed {
+    fn new(name: &str) -> Self {
+        let dir = TempPath::new(name);
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let binary = dir.0.join("turnstile");
+        std::fs::copy(env!("CARGO_BIN_EXE_turnstile"), &binary).unwrap();
+        Self {
+            pidfile: dir.0.join("turnstile.pid"),
+            log: dir.0.join("error.log"),
+            binary,
+            dir,
+        }
+    }
+
+    /// The copy, serving `hello` with two workers on a free port, and
+    /// `extra` besides.
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.args(["--bind", "127.0.0.1:0", "--workers", "2", "--app", "hello"]);
+        command.args(extra);
+        command.arg("--pid").arg(&self.pidfile);
+        command.arg("--error-logfile").arg(&self.log);
+        command
+    }
+}
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir.0);
+    }
+}
+
 fn assert_none_failed(tally: &KeepAliveTally) {
     assert!(
         tally.failures.is_empty(),
@@ -215,29 +256,11 @@ fn a_reload_whose_three_new_workers_cannot_load_keeps_the_old_ones_and_a_later_o
 
 #[test]
 fn usr2_upgrades_to_a_new_build_under_load_without_a_failed_request() {
-    let dir = TempPath::new("upgrade");
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let binary = dir.0.join("turnstile");
-    std::fs::copy(env!("CARGO_BIN_EXE_turnstile"), &binary).unwrap();
-    let pidfile = dir.0.join("turnstile.pid");
+    let deployed = Deployed::new("upgrade");
+    let (binary, pidfile) = (deployed.binary.clone(), deployed.pidfile.clone());
+    let dir = &deployed.dir;
     let provisional = dir.0.join("turnstile.pid.2");
-    let log = dir.0.join("error.log");
-    let mut command = Command::new(&binary);
-    command.args([
-        "--bind",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-        "--threads",
-        "4",
-        "--app",
-        "hello",
-    ]);
-    command
-        .arg("--pid")
-        .arg(&pidfile)
-        .arg("--error-logfile")
-        .arg(&log);
+    let command = deployed.command(&["--threads", "4"]);
     let mut server = Turnstile::start_command(command);
     let old = server.pid();
     server.wait_for_workers(2);
@@ -303,7 +326,6 @@ fn usr2_upgrades_to_a_new_build_under_load_without_a_failed_request() {
         (!pidfile.exists()).then_some(())
     });
     assert!(gone.is_some(), "the upgraded arbiter did not stop");
-    let _ = std::fs::remove_dir_all(&dir.0);
 }
 
 #[test]
@@ -346,19 +368,14 @@ fn signals_the_arbiter_does_not_use_are_logged_and_ignored() {
 
 #[test]
 fn an_upgrade_that_cannot_boot_leaves_the_old_arbiter_serving_with_its_pid_file() {
-    let dir = TempPath::new("failed-upgrade");
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let binary = dir.0.join("turnstile");
-    std::fs::copy(env!("CARGO_BIN_EXE_turnstile"), &binary).unwrap();
-    let pidfile = dir.0.join("turnstile.pid");
-    let log = dir.0.join("error.log");
-    let mut command = Command::new(&binary);
-    command.args(["--bind", "127.0.0.1:0", "--workers", "2", "--app", "hello"]);
-    command
-        .arg("--pid")
-        .arg(&pidfile)
-        .arg("--error-logfile")
-        .arg(&log);
+    let deployed = Deployed::new("failed-upgrade");
+    let (binary, pidfile, log) = (
+        deployed.binary.clone(),
+        deployed.pidfile.clone(),
+        deployed.log.clone(),
+    );
+    let dir = &deployed.dir;
+    let command = deployed.command(&[]);
     let server = Turnstile::start_command(command);
     let old = server.pid();
     let workers = server.wait_for_workers(2);
@@ -385,7 +402,6 @@ fn an_upgrade_that_cannot_boot_leaves_the_old_arbiter_serving_with_its_pid_file(
         Ok((200, "Hello, world!\n".into()))
     );
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir.0);
 }
 
 #[test]
